@@ -1,0 +1,1 @@
+"""Shared model blocks. A paper's model.py builds from these and states only its delta."""

@@ -1,0 +1,107 @@
+"""The attention interface shared by every paper: ``fn(q, k, v, mask) -> out``.
+
+Shapes follow ``torch.nn.functional.scaled_dot_product_attention``: ``q`` is
+``(..., Lq, d)``, ``k`` ``(..., Lk, d)``, ``v`` ``(..., Lk, dv)``; ``mask`` is either a
+boolean tensor broadcastable to ``(..., Lq, Lk)`` where ``True`` means "may attend",
+or a float tensor added to the logits. The standard softmax path *is* SDPA (fused
+kernels on CUDA); ``naive_attention`` is the readable reference every fast path is
+tested against.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class AttentionFn(Protocol):
+    def __call__(
+        self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *, causal: bool = False,
+        scale: float | None = None,
+    ) -> Tensor: ...
+
+
+def causal_mask(lq: int, lk: int, device=None) -> Tensor:
+    """Boolean (lq, lk) mask, True on and below the diagonal aligned at the end
+    (query i attends keys j <= i + lk - lq), as SDPA's ``is_causal`` for lq == lk."""
+    i = torch.arange(lq, device=device)[:, None]
+    j = torch.arange(lk, device=device)[None, :]
+    return j <= i + (lk - lq)
+
+
+def naive_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *, causal: bool = False,
+                    scale: float | None = None) -> Tensor:
+    """softmax(q kᵀ · scale + mask) v, materialising the full score matrix."""
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scores = torch.matmul(q, k.transpose(-2, -1)) * scale
+    if causal:
+        scores = scores.masked_fill(~causal_mask(q.shape[-2], k.shape[-2], q.device), float("-inf"))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    return torch.matmul(torch.softmax(scores, dim=-1), v)
+
+
+def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *, causal: bool = False,
+                   scale: float | None = None) -> Tensor:
+    """Standard softmax attention through PyTorch's fused SDPA."""
+    if causal and mask is not None:
+        cm = causal_mask(q.shape[-2], k.shape[-2], q.device)
+        mask = (mask & cm) if mask.dtype == torch.bool else mask.masked_fill(~cm, float("-inf"))
+        causal = False
+    if causal and q.shape[-2] != k.shape[-2]:
+        mask, causal = causal_mask(q.shape[-2], k.shape[-2], q.device), False
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale)
+
+
+_REGISTRY: dict[str, Callable[..., Tensor]] = {"softmax": sdpa_attention, "naive": naive_attention}
+
+
+def register_attention(name: str, fn: Callable[..., Tensor]) -> None:
+    if name in _REGISTRY and _REGISTRY[name] is not fn:
+        raise ValueError(f"attention {name!r} is registered already")
+    _REGISTRY[name] = fn
+
+
+def get_attention(name: str) -> Callable[..., Tensor]:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown attention {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention with a pluggable kernel ``attn`` (default: SDPA).
+
+    ``forward(x, context=None, mask=None, causal=False)``: self-attention when
+    ``context`` is None, cross-attention otherwise. ``mask`` is boolean
+    ``(B, Lq, Lk)`` / ``(B, 1, Lq, Lk)`` (True = attend) or additive.
+    """
+
+    def __init__(self, dim: int, heads: int, *, attn: Callable[..., Tensor] = sdpa_attention,
+                 bias: bool = True, dropout: float = 0.0) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        self.dim, self.heads, self.attn, self.dropout = dim, heads, attn, dropout
+        self.q_proj = nn.Linear(dim, dim, bias=bias)
+        self.k_proj = nn.Linear(dim, dim, bias=bias)
+        self.v_proj = nn.Linear(dim, dim, bias=bias)
+        self.out_proj = nn.Linear(dim, dim, bias=bias)
+
+    def split(self, x: Tensor) -> Tensor:
+        b, n, _ = x.shape
+        return x.view(b, n, self.heads, self.dim // self.heads).transpose(1, 2)
+
+    def forward(self, x: Tensor, context: Tensor | None = None, mask: Tensor | None = None,
+                causal: bool = False) -> Tensor:
+        ctx = x if context is None else context
+        q, k, v = self.split(self.q_proj(x)), self.split(self.k_proj(ctx)), self.split(self.v_proj(ctx))
+        if mask is not None and mask.dim() == 3:
+            mask = mask[:, None]
+        out = self.attn(q, k, v, mask, causal=causal)
+        b, h, n, d = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, h * d))

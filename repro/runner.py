@@ -1,0 +1,382 @@
+"""The run lifecycle (DESIGN.md, "Run lifecycle").
+
+1. resolve recipe + profile, apply ``--set`` overrides;
+2. check the data (fixtures are built; real data is never downloaded here);
+3. for each seed and arm ("unit"): seed everything, train/test (or measure);
+   each finished unit is saved at once, so ``--resume`` skips it, and an
+   interrupted unit continues from its ``last.ckpt``;
+4. aggregate per-seed values, judge every claim;
+5. write ``result.json`` atomically, append the ledger index, finish W&B;
+6. the CLI prints the table and exits with the verdicts' code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from . import config as cfgmod
+from . import ledger
+from .errors import EXIT_INTERRUPTED, ReproError, UsageError
+from .recipe import Profile, Recipe
+from .verdict import counts, exit_code, judge_all
+
+log = logging.getLogger("repro")
+DEFAULT_BASE_SEED = 0
+
+
+class Interrupted(ReproError):
+    exit_code = EXIT_INTERRUPTED
+
+
+@dataclass
+class RunOptions:
+    profile: str = "full"
+    seeds: int | None = None
+    base_seed: int = DEFAULT_BASE_SEED
+    overrides: tuple[str, ...] = ()
+    resume: bool = False
+    run_id: str | None = None
+    wandb: str = "auto"
+    runs_root: Path | None = None
+    arms: tuple[str, ...] = ()
+    trainer: Any = None  # repro.training.TrainerOptions (imported lazily: it pulls torch)
+    argv: tuple[str, ...] = ()
+    echo: Callable[[str], None] = print
+
+
+@dataclass
+class RunContext:
+    """What a ``measure`` function (or a custom training flow) receives."""
+
+    recipe: Recipe
+    profile: Profile
+    cfg: Any
+    seed: int
+    arm: str
+    unit_dir: Path
+    run_dir: Path
+    data: Mapping[str, Path]
+    trainer_options: Any
+    tracker: Any
+    echo: Callable[[str], None] = print
+    first_seed: int = 0  # measurements that need not repeat per seed run on this one
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self):
+        """The torch device that ``--accelerator`` (default auto) selects."""
+        import torch
+
+        acc = getattr(self.trainer_options, "accelerator", "auto")
+        if acc in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+
+    def log(self, metrics: Mapping[str, float]) -> None:
+        if self.tracker is not None:
+            prefix = f"seed{self.seed}/" + (f"{self.arm}/" if self.arm else "")
+            self.tracker.log({prefix + k: v for k, v in metrics.items()})
+
+    def fit_and_test(self, model, datamodule, name: str = "") -> dict[str, Any]:
+        """Train and test one model with the engine's Trainer (checkpointed under
+        this unit, resumed from ``last.ckpt`` when present)."""
+        from .training import fit_and_test, last_checkpoint, make_trainer
+
+        sub = self.unit_dir / name if name else self.unit_dir
+        logger = self.tracker.lightning_logger(f"seed{self.seed}/{self.arm or 'main'}/{name}".rstrip("/")) \
+            if self.tracker is not None else None
+        trainer = make_trainer(self.cfg, self.trainer_options, sub, logger=logger)
+        return fit_and_test(model, datamodule, trainer, ckpt_path=last_checkpoint(sub))
+
+
+def _seed_list(opts: RunOptions, profile: Profile) -> list[int]:
+    needed = max([profile.seeds, *[c.seeds for c in profile.claims]])
+    n = opts.seeds if opts.seeds is not None else needed
+    if n < 1:
+        raise UsageError("--seeds must be >= 1")
+    return [opts.base_seed + i for i in range(n)]
+
+
+def resolve_profile(recipe: Recipe, name: str) -> Profile:
+    if name not in recipe.profiles:
+        raise UsageError(
+            f"{recipe.slug} has no profile {name!r}; it has: {', '.join(recipe.profiles)}"
+        )
+    return recipe.profiles[name]
+
+
+def _find_resumable(paper: str, profile: str, root: Path) -> Path | None:
+    candidates = []
+    for run_json in sorted((root / paper).glob("*/run.json")):
+        try:
+            state = json.loads(run_json.read_text())
+        except (OSError, ValueError):
+            continue
+        if state.get("profile") == profile and state.get("status") in ("running", "interrupted", "failed"):
+            candidates.append(run_json.parent)
+    return candidates[-1] if candidates else None
+
+
+def _arms(profile: Profile, only: tuple[str, ...]) -> list[str]:
+    arms = list(profile.arms) or [""]
+    if only:
+        unknown = [a for a in only if a not in profile.arms]
+        if unknown:
+            raise UsageError(f"unknown arm(s) {', '.join(unknown)}; this profile has: {', '.join(profile.arms)}")
+        arms = [a for a in arms if a in only]
+    return arms
+
+
+def _prefix(arm: str, metrics: Mapping[str, float]) -> dict[str, float]:
+    return {f"{arm}/{k}" if arm else k: v for k, v in metrics.items()}
+
+
+def execute(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
+    """Run a recipe's profile end to end; returns the stored result (with its path)."""
+    import data_scripts
+
+    from . import envinfo
+    from .tracking import Tracker
+    from .training import TrainerOptions
+
+    topts = opts.trainer or TrainerOptions()
+    root = opts.runs_root or ledger.runs_root()
+    profile = resolve_profile(recipe, opts.profile)
+
+    # 1. run folder: new, or the one being resumed (with its stored config)
+    if opts.resume:
+        if opts.run_id:
+            rdir = ledger.run_dir(recipe.slug, opts.run_id, root)
+            if not (rdir / "run.json").exists():
+                raise UsageError(f"no run {opts.run_id} of {recipe.slug} under {root}")
+        else:
+            rdir = _find_resumable(recipe.slug, profile.name, root)
+            if rdir is None:
+                raise UsageError(f"no unfinished {profile.name} run of {recipe.slug} to resume under {root}")
+        state = json.loads((rdir / "run.json").read_text())
+        if state.get("status") == "completed":
+            raise UsageError(f"run {rdir.name} is already complete; `repro check {rdir.name}` re-judges it")
+        if state["profile"] != profile.name:
+            raise UsageError(f"run {rdir.name} is a {state['profile']} run, not {profile.name}")
+        base_cfg = cfgmod.apply_overrides(profile.config, state["overrides"])
+        if opts.overrides and list(opts.overrides) != state["overrides"]:
+            raise UsageError("--resume continues with the stored config; drop --set or start a new run")
+        cfg = base_cfg
+        seeds = state["seeds"]
+        arms = state["arms"]
+        run_id = rdir.name
+        started = state["started"]
+        overrides = state["overrides"]
+    else:
+        cfg = cfgmod.apply_overrides(profile.config, opts.overrides)
+        seeds = _seed_list(opts, profile)
+        arms = _arms(profile, opts.arms)
+        run_id = opts.run_id or ledger.new_run_id()
+        rdir = ledger.run_dir(recipe.slug, run_id, root)
+        if rdir.exists():
+            raise UsageError(f"run folder {rdir} exists already")
+        started = time.time()
+        overrides = list(opts.overrides)
+
+    # 2. data: fixtures are built, real data must be present (else DataMissing -> exit 3)
+    data = {ds: data_scripts.ensure(ds, fixture=profile.use_fixtures) for ds in profile.datasets}
+    if data and hasattr(cfg, "data_dir") and not getattr(cfg, "data_dir"):
+        cfg = dataclasses.replace(cfg, data_dir=str(next(iter(data.values()))))
+
+    rdir.mkdir(parents=True, exist_ok=True)
+    run_state = {
+        "run_id": run_id, "paper": recipe.slug, "profile": profile.name, "status": "running",
+        "overrides": overrides, "seeds": seeds, "arms": arms, "started": started,
+        "argv": list(opts.argv), "pid": os.getpid(),
+    }
+    ledger.atomic_write_json(rdir / "run.json", run_state)
+
+    env = envinfo.collect()
+    cfg_dict = cfgmod.to_dict(cfg)
+    tracker = Tracker(
+        opts.wandb, rdir, name=f"{recipe.slug}-{profile.name}-{run_id}", group=recipe.slug,
+        config={"paper": recipe.slug, "profile": profile.name, "run_id": run_id, **cfg_dict},
+        tags=[profile.name],
+    )
+
+    per_unit: dict[str, dict[str, Any]] = {}
+    errors: list[str] = []
+    t0 = time.time()
+    try:
+        for seed in seeds:
+            for arm in arms:
+                unit = f"seed{seed}" + (f"-{arm}" if arm else "")
+                udir = rdir / "units" / unit
+                done = udir / "metrics.json"
+                if done.exists():
+                    per_unit[unit] = json.loads(done.read_text())
+                    opts.echo(f"[{unit}] done earlier; reusing its metrics")
+                    continue
+                arm_cfg = cfgmod.replace_fields(cfg, dict(profile.arms.get(arm, {}))) if arm else cfg
+                opts.echo(f"[{unit}] running")
+                u0 = time.time()
+                try:
+                    out = _run_unit(recipe, profile, arm_cfg, seed, arm, udir, rdir, data, topts, tracker, opts,
+                                    seeds[0])
+                except (KeyboardInterrupt, Interrupted):
+                    raise
+                except SystemExit as exc:  # Lightning turns Ctrl-C into SystemExit(1) after saving
+                    raise Interrupted(f"interrupted in {unit}") from exc
+                except ReproError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - recorded, the other units still run
+                    udir.mkdir(parents=True, exist_ok=True)
+                    (udir / "error.log").write_text(traceback.format_exc())
+                    errors.append(f"{unit}: {type(exc).__name__}: {exc}")
+                    opts.echo(f"[{unit}] error: {type(exc).__name__}: {exc} (see {udir / 'error.log'})")
+                    continue
+                out["wall_time_s"] = round(time.time() - u0, 3)
+                out["seed"], out["arm"] = seed, arm
+                ledger.atomic_write_json(done, out)
+                per_unit[unit] = out
+                _remove_checkpoints(udir)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        run_state["status"] = "interrupted"
+        ledger.atomic_write_json(rdir / "run.json", run_state)
+        tracker.finish({"status": "interrupted"}, [], exit_code=EXIT_INTERRUPTED)
+        raise Interrupted(
+            f"run {run_id} interrupted; finished units and the last checkpoint are kept",
+            hint=f"repro run {recipe.slug} --profile {profile.name} --resume --run-id {run_id}",
+        ) from exc
+    except BaseException:
+        run_state["status"] = "failed"
+        ledger.atomic_write_json(rdir / "run.json", run_state)
+        tracker.finish({"status": "failed"}, [], exit_code=2)
+        raise
+
+    # 4. aggregate and judge
+    per_seed: dict[str, list[float | None]] = {}
+    seed_metrics: list[dict[str, float]] = []
+    for seed in seeds:
+        merged: dict[str, float] = {}
+        for arm in arms:
+            unit = f"seed{seed}" + (f"-{arm}" if arm else "")
+            if unit in per_unit:
+                merged.update(_prefix(arm, per_unit[unit]["metrics"]))
+        if recipe.derive is not None:
+            try:
+                merged.update(recipe.derive(dict(merged)))
+            except Exception as exc:  # noqa: BLE001
+                errors.append(f"derive (seed {seed}): {type(exc).__name__}: {exc}")
+        seed_metrics.append(merged)
+    keys = sorted({k for m in seed_metrics for k in m})
+    for key in keys:
+        per_seed[key] = [m.get(key) for m in seed_metrics]
+    metrics = {}
+    for key, vals in per_seed.items():
+        finite = [v for v in vals if isinstance(v, (int, float)) and v == v]
+        if finite:
+            metrics[key] = sum(finite) / len(finite)
+
+    results = judge_all(profile.claims, per_seed, errors=[e for e in errors])
+    claims_json = []
+    for claim, res in zip(profile.claims, results):
+        entry = res.to_json()
+        entry.update(
+            unit=claim.unit, better=claim.better, bound=claim.bound, kind=claim.kind,
+            tolerance=dataclasses.asdict(claim.tolerance), aggregate=claim.aggregate,
+            seeds_required=claim.seeds, source=claim.source, protocol=claim.protocol, known_gap=claim.known_gap,
+        )
+        claims_json.append(entry)
+
+    wall = round(time.time() - t0, 3)
+    result = {
+        "run_id": run_id,
+        "paper": recipe.slug,
+        "profile": profile.name,
+        "status": "completed",
+        "argv": list(opts.argv),
+        "config": cfg_dict,
+        "config_hash": cfgmod.config_hash(cfg),
+        "overrides": overrides,
+        "seeds": seeds,
+        "arms": arms,
+        "deterministic": bool(getattr(topts, "deterministic", False)),
+        "trainer": topts.to_json() if hasattr(topts, "to_json") else {},
+        "data": {k: {"path": str(v), "fixture": profile.use_fixtures} for k, v in data.items()},
+        "metrics": metrics,
+        "per_seed": per_seed,
+        "units": {u: {k: v for k, v in o.items() if k != "metrics"} for u, o in per_unit.items()},
+        "claims": claims_json,
+        "errors": errors,
+        "environment": env,
+        "wandb": tracker.info(),
+        "wall_time_s": wall if not opts.resume else round(time.time() - started, 3),
+        "started": started,
+        "finished": time.time(),
+    }
+    code = exit_code(c["verdict"] for c in claims_json)
+    if errors and code == 0:
+        code = 2
+    tracker.finish(
+        {"verdicts": counts(c["verdict"] for c in claims_json), **{f"final/{k}": v for k, v in metrics.items()}},
+        claims_json, exit_code=code,
+    )
+    result["wandb"] = tracker.info()
+    path = ledger.write_result(result, root)
+    ledger.append_index(ledger.index_entry(result), root)
+    run_state["status"] = "completed"
+    ledger.atomic_write_json(rdir / "run.json", run_state)
+    result["_path"] = str(path)
+    result["_exit_code"] = code
+    return result
+
+
+def _run_unit(recipe, profile, cfg, seed, arm, udir: Path, rdir: Path, data, topts, tracker, opts,
+              first_seed: int) -> dict[str, Any]:
+    from .training import seed_everything
+
+    udir.mkdir(parents=True, exist_ok=True)
+    seed_everything(seed)
+    if topts is not None and getattr(topts, "deterministic", False):
+        import torch
+
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    ctx = RunContext(recipe, profile, cfg, seed, arm, udir, rdir, data, topts, tracker, echo=opts.echo,
+                     first_seed=first_seed)
+    if recipe.measure is not None:
+        metrics = dict(recipe.measure(cfg, ctx))
+        ctx.log(metrics)
+        return {"metrics": {k: float(v) for k, v in metrics.items()}, "training": None}
+    model = recipe.build_model(cfg)
+    datamodule = recipe.build_data(cfg)
+    return ctx.fit_and_test(model, datamodule)
+
+
+def _remove_checkpoints(udir: Path) -> None:
+    """A finished unit's metrics are stored; its checkpoints are kept only with
+    ``REPRO_KEEP_CHECKPOINTS=1`` (they can be large)."""
+    if os.environ.get("REPRO_KEEP_CHECKPOINTS") == "1":
+        return
+    for ck in udir.rglob("checkpoints"):
+        if ck.is_dir():
+            shutil.rmtree(ck, ignore_errors=True)
+
+
+def quiet_libraries(verbose: bool = False) -> None:
+    level = logging.INFO if verbose else logging.WARNING
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(level)
+    if not verbose:
+        import warnings
+
+        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+        warnings.filterwarnings("ignore", message=r".*_pytree.*")
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"lightning\..*")
+    sys.stdout.flush()

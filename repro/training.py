@@ -1,0 +1,215 @@
+"""Training harness: the shared config base, the Lightning ``Trainer`` factory, and
+the pieces that make runs resumable and deterministic.
+
+Scale follows DESIGN.md: one machine is Lightning on the available devices; beyond
+it, Lightning's own strategies through ``--devices/--num-nodes/--strategy``.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import Sampler
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Fields every training recipe shares; a recipe's config subclasses this.
+
+    Schedules are in epochs (or steps where the paper states steps), never tied to
+    the number of devices, so a run on 8 GPUs means the same thing as one on 1.
+    """
+
+    max_epochs: int = 1
+    max_steps: int = -1
+    batch_size: int = 32
+    lr: float = 1e-3
+    gradient_clip_val: float | None = None
+    limit_train_batches: int | float = 1.0
+    limit_val_batches: int | float = 1.0
+    limit_test_batches: int | float = 1.0
+    check_val_every_n_epoch: int = 1
+    log_every_n_steps: int = 10
+    num_workers: int = 0
+    data_dir: str = ""  # filled by the runner with the profile's (first) dataset folder
+
+
+@dataclass
+class TrainerOptions:
+    """Flags of ``repro run`` that shape the Trainer, recorded in the ledger."""
+
+    accelerator: str = "auto"
+    devices: str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str | None = None
+    deterministic: bool = False
+    progress: bool | None = None  # None: a rich bar when stdout is a terminal
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "accelerator": self.accelerator, "devices": self.devices, "num_nodes": self.num_nodes,
+            "strategy": self.strategy, "precision": self.precision, "deterministic": self.deterministic,
+        }
+
+
+class SeededRandomSampler(Sampler[int]):
+    """Shuffles with a generator seeded by (seed, epoch). Lightning calls ``set_epoch``
+    before every epoch, so a resumed run sees exactly the order a straight run sees."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class RNGStateCheckpoint(Callback):
+    """Stores the Python/NumPy/torch RNG states in each checkpoint and restores them on
+    resume, so dropout and on-the-fly sampling continue as in an uninterrupted run."""
+
+    # Stored as tensors and plain lists so that checkpoints load with torch.load's safe
+    # ``weights_only=True`` default (no pickled NumPy objects).
+    def state_dict(self) -> dict[str, Any]:
+        version, mt, gauss = random.getstate()
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        state = {
+            "python": [version, list(mt), gauss],
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+            "torch": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        version, mt, gauss = state["python"]
+        random.setstate((version, tuple(mt), gauss))
+        kind, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    from lightning.pytorch import seed_everything as _seed
+
+    _seed(seed, workers=True, verbose=False)
+
+
+def make_trainer(
+    cfg: TrainConfig,
+    opts: TrainerOptions,
+    unit_dir: Path,
+    logger: Any = None,
+    callbacks: list[Callback] | None = None,
+    **overrides: Any,
+) -> Trainer:
+    """A Trainer with checkpoints in ``unit_dir/checkpoints`` (``last.ckpt`` every epoch,
+    and on an exception or Ctrl-C), a CSV log beside it, and the run's device flags."""
+    ckpt_dir = unit_dir / "checkpoints"
+    progress = opts.progress if opts.progress is not None else sys.stdout.isatty()
+    cbs: list[Callback] = [
+        # one rolling checkpoint, overwritten at the end of every epoch
+        ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, every_n_epochs=1,
+                        enable_version_counter=False),
+        # on Ctrl-C or a crash: a separate file (OnExceptionCheckpoint deletes its own file
+        # after a clean finish, so it must not share the rolling checkpoint's name)
+        OnExceptionCheckpoint(dirpath=ckpt_dir, filename="interrupted"),
+        RNGStateCheckpoint(),
+    ]
+    if progress:
+        cbs.append(RichProgressBar(leave=False))
+    cbs.extend(callbacks or [])
+    loggers = [CSVLogger(save_dir=unit_dir, name="", version="")]
+    if logger is not None:
+        loggers.append(logger)
+    kwargs = dict(
+        accelerator=opts.accelerator,
+        devices=opts.devices if opts.devices == "auto" else _int_or_str(opts.devices),
+        num_nodes=opts.num_nodes,
+        strategy=opts.strategy,
+        deterministic=opts.deterministic,
+        max_epochs=cfg.max_epochs,
+        max_steps=cfg.max_steps,
+        gradient_clip_val=cfg.gradient_clip_val,
+        limit_train_batches=cfg.limit_train_batches,
+        limit_val_batches=cfg.limit_val_batches,
+        limit_test_batches=cfg.limit_test_batches,
+        check_val_every_n_epoch=cfg.check_val_every_n_epoch,
+        log_every_n_steps=cfg.log_every_n_steps,
+        callbacks=cbs,
+        logger=loggers,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=unit_dir,
+    )
+    if opts.precision:
+        kwargs["precision"] = opts.precision
+    kwargs.update(opts.extra)
+    kwargs.update(overrides)
+    return Trainer(**kwargs)
+
+
+def _int_or_str(value: str) -> Any:
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
+
+def last_checkpoint(unit_dir: Path) -> Path | None:
+    """The newest of the end-of-epoch and the on-interrupt checkpoint, if any."""
+    found = [p for p in (unit_dir / "checkpoints" / "last.ckpt", unit_dir / "checkpoints" / "interrupted.ckpt")
+             if p.exists()]
+    return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                continue
+            value = value.item()
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = float(value)
+    return out
+
+
+def fit_and_test(model, datamodule, trainer: Trainer, ckpt_path: Path | None = None) -> dict[str, Any]:
+    """Fit (resuming from ``ckpt_path``), then test; returns the metrics and the
+    training length actually run."""
+    trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    fit_metrics = scalar_metrics(dict(trainer.callback_metrics))
+    tested = trainer.test(model, datamodule=datamodule, verbose=False)
+    metrics = dict(fit_metrics)
+    for block in tested:
+        metrics.update(scalar_metrics(block))
+    metrics.update(scalar_metrics(dict(trainer.callback_metrics)))
+    info = {
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "train_loss": fit_metrics.get("train/loss"),
+        "val_loss": fit_metrics.get("val/loss"),
+    }
+    return {"metrics": metrics, "training": info}
