@@ -21,7 +21,8 @@ _NOT_DATASETS = {"common"}
 
 def names() -> list[str]:
     return sorted(
-        m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_") and m.name not in _NOT_DATASETS
+        m.name for m in pkgutil.iter_modules(__path__)
+        if not m.name.startswith(("_", "test_")) and m.name not in _NOT_DATASETS
     )
 
 

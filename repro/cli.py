@@ -16,6 +16,7 @@ from typing import List, Optional
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from . import __version__
 from .errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, ReproError, UsageError
@@ -143,6 +144,14 @@ def info(paper: str = typer.Argument(..., help="Slug, catalogue number or arXiv 
             console.print(f"  dataset {ds}: {where}")
         if not prof.claims:
             continue
+        if not sys.stdout.isatty():  # plain blocks: readable in logs and grep-friendly
+            for c in prof.claims:
+                kind = " (our expectation)" if c.kind == "expectation" else ""
+                print(f"  claim {c.id}{kind}\n    metric:    {c.metric}\n    target:    {c.describe_target()}"
+                      f" ({c.seeds} seed(s), {c.aggregate})\n    source:    {c.source}\n"
+                      f"    protocol:  {c.protocol}\n    tolerance: {c.tolerance.basis}: {c.tolerance.note}"
+                      + (f"\n    known gap: {c.known_gap}" if c.known_gap else ""))
+            continue
         table = Table(header_style="bold", show_lines=True)
         for col in ("claim", "metric", "target", "source", "protocol", "tolerance basis"):
             table.add_column(col, overflow="fold")
@@ -229,7 +238,7 @@ def run(
     opts = runner.RunOptions(
         profile=profile, seeds=seeds, base_seed=seed, overrides=tuple(set_), resume=resume, run_id=run_id,
         wandb=wandb, runs_root=runs_dir, arms=tuple(arm), trainer=topts, argv=tuple(sys.argv),
-        echo=lambda s: console.print(f"[dim]{s}[/dim]"),
+        echo=lambda s: console.print(f"[dim]{escape(s)}[/dim]"),
     )
     console.print(f"[bold]repro run {recipe.slug}[/bold] --profile {profile}")
     result = runner.execute(recipe, opts)
@@ -247,9 +256,10 @@ def _print_result(result: dict) -> None:
         summary = ", ".join(f"{n} {v}" for v, n in counts(c["verdict"] for c in claims).items())
         console.print(f"verdicts: {summary}")
     else:
-        shown = {k: v for k, v in sorted(result["metrics"].items())[:20]}
-        console.print(f"{result['profile']} profile asserts no paper number; metrics: "
-                      + ", ".join(f"{k}={fmt(v)}" for k, v in shown.items()))
+        keys = sorted(result["metrics"])
+        shown = ", ".join(f"{k}={fmt(result['metrics'][k])}" for k in keys[:8])
+        more = f" (+{len(keys) - 8} more in result.json)" if len(keys) > 8 else ""
+        console.print(f"{result['profile']} profile asserts no paper number; {len(keys)} metrics: {escape(shown)}{more}")
     for e in result.get("errors", []):
         err_console.print(f"[magenta]error[/magenta] {e}")
     wb = result.get("wandb", {})

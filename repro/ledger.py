@@ -36,11 +36,15 @@ def new_run_id() -> str:
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     try:  # make the rename itself durable
         dfd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -82,7 +86,7 @@ def validate_result(obj: dict[str, Any]) -> list[str]:
 
 
 def write_result(result: dict[str, Any], root: Path | None = None) -> Path:
-    result = {"schema_version": SCHEMA_VERSION, **result}
+    result.setdefault("schema_version", SCHEMA_VERSION)
     problems = validate_result(result)
     if problems:
         raise ValueError("refusing to write an invalid result: " + "; ".join(problems))

@@ -26,6 +26,28 @@ PROFILE_NAMES = ("full", "cpu", "smoke")
 
 
 @dataclass(frozen=True)
+class TrainConfig:
+    """Fields every training recipe shares; a recipe's config subclasses this.
+
+    Schedules are in epochs (or steps where the paper states steps), never tied to
+    the number of devices, so a run on 8 GPUs means the same thing as one on 1.
+    """
+
+    max_epochs: int = 1
+    max_steps: int = -1
+    batch_size: int = 32
+    lr: float = 1e-3
+    gradient_clip_val: float | None = None
+    limit_train_batches: int | float = 1.0
+    limit_val_batches: int | float = 1.0
+    limit_test_batches: int | float = 1.0
+    check_val_every_n_epoch: int = 1
+    log_every_n_steps: int = 10
+    num_workers: int = 0
+    data_dir: str = ""  # filled by the runner with the profile's (first) dataset folder
+
+
+@dataclass(frozen=True)
 class Tolerance:
     """How far a measurement may sit from the reported value and still count.
 
@@ -211,7 +233,6 @@ class Recipe:
     build_data: Callable[[Any], Any] | None = None
     measure: Callable[[Any, Any], Mapping[str, float]] | None = None
     derive: Callable[[Mapping[str, float]], Mapping[str, float]] | None = None
-    tiny: Callable[[], Any] | None = None  # tiny model config for registry tests (training recipes)
     skips: Mapping[str, str] = field(default_factory=dict)  # capability -> reason, shown by `repro info`
 
     def __post_init__(self) -> None:

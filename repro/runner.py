@@ -115,6 +115,17 @@ def resolve_profile(recipe: Recipe, name: str) -> Profile:
     return recipe.profiles[name]
 
 
+def attach_data(profile: Profile, cfg: Any) -> tuple[Any, dict[str, Path]]:
+    """Locate the profile's datasets (building fixtures for smoke profiles; real data
+    is never downloaded here) and fill ``cfg.data_dir`` with the first one if empty."""
+    import data_scripts
+
+    data = {ds: data_scripts.ensure(ds, fixture=profile.use_fixtures) for ds in profile.datasets}
+    if data and hasattr(cfg, "data_dir") and not getattr(cfg, "data_dir"):
+        cfg = dataclasses.replace(cfg, data_dir=str(next(iter(data.values()))))
+    return cfg, data
+
+
 def _find_resumable(paper: str, profile: str, root: Path) -> Path | None:
     candidates = []
     for run_json in sorted((root / paper).glob("*/run.json")):
@@ -143,8 +154,6 @@ def _prefix(arm: str, metrics: Mapping[str, float]) -> dict[str, float]:
 
 def execute(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
     """Run a recipe's profile end to end; returns the stored result (with its path)."""
-    import data_scripts
-
     from . import envinfo
     from .tracking import Tracker
     from .training import TrainerOptions
@@ -189,9 +198,7 @@ def execute(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
         overrides = list(opts.overrides)
 
     # 2. data: fixtures are built, real data must be present (else DataMissing -> exit 3)
-    data = {ds: data_scripts.ensure(ds, fixture=profile.use_fixtures) for ds in profile.datasets}
-    if data and hasattr(cfg, "data_dir") and not getattr(cfg, "data_dir"):
-        cfg = dataclasses.replace(cfg, data_dir=str(next(iter(data.values()))))
+    cfg, data = attach_data(profile, cfg)
 
     rdir.mkdir(parents=True, exist_ok=True)
     run_state = {
@@ -379,4 +386,6 @@ def quiet_libraries(verbose: bool = False) -> None:
         warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
         warnings.filterwarnings("ignore", message=r".*_pytree.*")
         warnings.filterwarnings("ignore", category=UserWarning, module=r"lightning\..*")
+        warnings.filterwarnings("ignore", message=r".*there is no last checkpoint available.*")
+        warnings.filterwarnings("ignore", message=r".*exists and is not empty.*")
     sys.stdout.flush()

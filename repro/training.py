@@ -20,27 +20,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint, 
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import Sampler
 
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Fields every training recipe shares; a recipe's config subclasses this.
-
-    Schedules are in epochs (or steps where the paper states steps), never tied to
-    the number of devices, so a run on 8 GPUs means the same thing as one on 1.
-    """
-
-    max_epochs: int = 1
-    max_steps: int = -1
-    batch_size: int = 32
-    lr: float = 1e-3
-    gradient_clip_val: float | None = None
-    limit_train_batches: int | float = 1.0
-    limit_val_batches: int | float = 1.0
-    limit_test_batches: int | float = 1.0
-    check_val_every_n_epoch: int = 1
-    log_every_n_steps: int = 10
-    num_workers: int = 0
-    data_dir: str = ""  # filled by the runner with the profile's (first) dataset folder
+from .recipe import TrainConfig  # noqa: F401  (re-exported: recipes may import it from here too)
 
 
 @dataclass
@@ -139,7 +119,9 @@ def make_trainer(
     if progress:
         cbs.append(RichProgressBar(leave=False))
     cbs.extend(callbacks or [])
-    loggers = [CSVLogger(save_dir=unit_dir, name="", version="")]
+    # one CSV log per attempt, so a resumed run keeps the curve from before the interruption
+    attempt = len(list(unit_dir.glob("log-*"))) if unit_dir.exists() else 0
+    loggers = [CSVLogger(save_dir=unit_dir, name="", version=f"log-{attempt}")]
     if logger is not None:
         loggers.append(logger)
     kwargs = dict(

@@ -24,6 +24,9 @@ class ToyConfig(TrainConfig):
     lr: float = 0.05
     fail: bool = False  # raise inside training (error-path tests)
     sleep_per_batch: float = 0.0  # slow batches for the Ctrl-C test
+    interrupt_at_epoch: int = -1  # raise KeyboardInterrupt at the end of this epoch ...
+    interrupt_flag: str = ""  # ... once: only while this file does not exist yet (created when raising)
+    interrupt_seed: int = -1  # ... and only in the unit of this seed (-1: any)
 
 
 class ToyModule(L.LightningModule):
@@ -43,6 +46,15 @@ class ToyModule(L.LightningModule):
         loss = nn.functional.mse_loss(self.net(x).squeeze(-1), y)
         self.log("train/loss", loss)
         return loss
+
+    def on_train_epoch_end(self):
+        from pathlib import Path
+
+        flag = Path(self.cfg.interrupt_flag) if self.cfg.interrupt_flag else None
+        seed_ok = self.cfg.interrupt_seed in (-1, torch.initial_seed())
+        if self.current_epoch == self.cfg.interrupt_at_epoch and flag is not None and not flag.exists() and seed_ok:
+            flag.touch()
+            raise KeyboardInterrupt
 
     def validation_step(self, batch, _):
         x, y = batch
@@ -76,18 +88,20 @@ class ToyData(L.LightningDataModule):
         return DataLoader(TensorDataset(self.x[:64], self.y[:64]), batch_size=64)
 
 
-def make_recipe(claims=(), seeds: int = 1, **cfg_overrides) -> Recipe:
+def make_recipe(claims=(), seeds: int = 1, arms=None, derive=None, metrics=("test/mse", "val/loss", "train/loss"),
+                **cfg_overrides) -> Recipe:
     cfg = ToyConfig(**cfg_overrides)
     return Recipe(
         paper=Paper(slug="toy", title="Toy", arxiv="", year=2024, authors=("A. Person",)),
         config_cls=ToyConfig,
         profiles={
-            "cpu": Profile("cpu", cfg, "toy", claims=tuple(claims), seeds=seeds),
+            "cpu": Profile("cpu", cfg, "toy", claims=tuple(claims), seeds=seeds, arms=arms or {}),
             "smoke": Profile("smoke", cfg, "toy smoke"),
         },
-        metrics=("test/mse", "val/loss", "train/loss"),
+        metrics=tuple(metrics),
         build_model=ToyModule,
         build_data=ToyData,
+        derive=derive,
     )
 
 

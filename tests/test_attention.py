@@ -1,0 +1,83 @@
+"""The shared attention interface: SDPA (the standard path) against the naive reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from repro.blocks.attention import (
+    MultiHeadAttention, causal_mask, get_attention, naive_attention, register_attention, sdpa_attention,
+)
+
+pytestmark = pytest.mark.unit
+
+SHAPES = [(1, 1, 1, 1, 4), (2, 3, 7, 13, 5), (1, 2, 33, 17, 8), (3, 1, 64, 64, 16)]
+
+
+def _qkv(b, h, lq, lk, d, dtype=torch.float64):
+    g = torch.Generator().manual_seed(b * 1000 + lq * 10 + lk)
+    mk = lambda n: torch.randn(b, h, n, d, generator=g, dtype=dtype, requires_grad=True)  # noqa: E731
+    return mk(lq), mk(lk), mk(lk)
+
+
+def _grads(fn, q, k, v, **kw):
+    out = fn(q, k, v, **kw)
+    g = torch.ones_like(out).mul_(torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out))
+    return (out, *torch.autograd.grad(out, (q, k, v), g))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("kind", ["none", "bool", "float", "causal"])
+def test_sdpa_matches_naive_outputs_and_grads(shape, kind):
+    b, h, lq, lk, d = shape
+    q, k, v = _qkv(*shape)
+    kw = {}
+    if kind == "bool":
+        m = torch.rand(b, 1, lq, lk, generator=torch.Generator().manual_seed(3)) > 0.4
+        m[..., 0] = True  # no fully-masked rows
+        kw["mask"] = m
+    elif kind == "float":
+        kw["mask"] = torch.randn(b, 1, lq, lk, dtype=torch.float64)
+    elif kind == "causal":
+        if lq > lk:
+            pytest.skip("end-aligned causal mask with more queries than keys masks whole rows")
+        kw["causal"] = True
+    for a, r in zip(_grads(sdpa_attention, q, k, v, **kw), _grads(naive_attention, q, k, v, **kw)):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
+
+
+def test_causal_mask_is_end_aligned():
+    m = causal_mask(2, 4)
+    assert m.tolist() == [[True, True, True, False], [True, True, True, True]]
+    assert causal_mask(3, 3).tolist() == torch.ones(3, 3, dtype=torch.bool).tril().tolist()
+
+
+def test_causal_and_mask_combine():
+    q, k, v = _qkv(1, 2, 6, 6, 4)
+    m = torch.ones(1, 1, 6, 6, dtype=torch.bool)
+    m[..., 0, 0] = True
+    m[..., 3, 1] = False
+    a = sdpa_attention(q, k, v, m, causal=True)
+    r = naive_attention(q, k, v, m, causal=True)
+    torch.testing.assert_close(a, r)
+
+
+def test_multihead_attention_kernel_swap_and_shapes():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(24, 3).double()
+    x = torch.randn(2, 9, 24, dtype=torch.float64)
+    ctx = torch.randn(2, 5, 24, dtype=torch.float64)
+    out = mha(x, ctx)
+    assert out.shape == (2, 9, 24)
+    mha.attn = naive_attention
+    torch.testing.assert_close(mha(x, ctx), out)
+    with pytest.raises(ValueError):
+        MultiHeadAttention(10, 3)
+
+
+def test_registry():
+    assert get_attention("softmax") is sdpa_attention
+    with pytest.raises(KeyError, match="unknown attention"):
+        get_attention("nope")
+    with pytest.raises(ValueError):
+        register_attention("softmax", naive_attention)

@@ -1,0 +1,103 @@
+"""The run lifecycle on a toy training recipe: determinism, resume, errors, arms, ledger."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import toy_recipe as T
+from repro import ledger, runner
+from repro.errors import EXIT_ERROR, EXIT_OK, UsageError
+from repro.recipe import Claim, Tolerance
+from repro.training import TrainerOptions
+
+pytestmark = pytest.mark.unit
+
+
+def _run(recipe, root: Path, **kw):
+    opts = runner.RunOptions(profile=kw.pop("profile", "cpu"), runs_root=root, wandb="disabled",
+                             trainer=TrainerOptions(progress=False), echo=lambda s: None, **kw)
+    return runner.execute(recipe, opts)
+
+
+def test_same_seed_same_metrics(tmp_path):
+    a = _run(T.make_recipe(seeds=2), tmp_path)
+    b = _run(T.make_recipe(seeds=2), tmp_path)
+    assert a["per_seed"]["test/mse"] == b["per_seed"]["test/mse"]
+    assert a["per_seed"]["test/mse"][0] != a["per_seed"]["test/mse"][1]  # seeds differ
+    assert a["run_id"] != b["run_id"]
+
+
+def test_result_schema_ledger_and_claims(tmp_path):
+    res = _run(T.make_recipe(claims=[T.MSE_CLAIM]), tmp_path)
+    stored = json.loads(Path(res["_path"]).read_text())
+    assert ledger.validate_result(stored) == []
+    assert stored["claims"][0]["verdict"] == "reproduced" and res["_exit_code"] == EXIT_OK
+    assert stored["environment"]["packages"]["torch"]
+    assert stored["units"]["seed0"]["training"]["epochs"] == 4
+    assert stored["units"]["seed0"]["training"]["global_step"] == 32
+    (entry,) = ledger.read_index(tmp_path)
+    assert entry["run_id"] == res["run_id"] and entry["verdicts"] == {"reproduced": 1}
+    assert json.loads((tmp_path / "toy" / res["run_id"] / "run.json").read_text())["status"] == "completed"
+
+
+def test_resume_after_interrupt_equals_straight_run(tmp_path):
+    straight = _run(T.make_recipe(dropout=0.3, max_epochs=4), tmp_path / "a")
+    flag = tmp_path / "interrupted.flag"
+    recipe = T.make_recipe(dropout=0.3, max_epochs=4, interrupt_at_epoch=2, interrupt_flag=str(flag))
+    with pytest.raises(runner.Interrupted) as exc:
+        _run(recipe, tmp_path / "b")
+    assert "--resume --run-id" in exc.value.hint
+    (run_dir,) = (tmp_path / "b" / "toy").iterdir()
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
+    ckpts = list(run_dir.glob("units/seed0/checkpoints/*.ckpt"))
+    assert ckpts, "Ctrl-C must leave a resumable checkpoint"
+    assert not (run_dir / "result.json").exists() and ledger.read_index(tmp_path / "b") == []
+    resumed = _run(recipe, tmp_path / "b", resume=True)
+    assert resumed["run_id"] == run_dir.name
+    a, b = straight["metrics"]["test/mse"], resumed["metrics"]["test/mse"]
+    assert abs(a - b) <= 1e-4, (a, b)
+    assert resumed["units"]["seed0"]["training"]["epochs"] == 4
+
+
+def test_resume_skips_finished_units(tmp_path):
+    flag = tmp_path / "flag"
+    recipe = T.make_recipe(seeds=2, interrupt_at_epoch=1, interrupt_flag=str(flag), interrupt_seed=1)
+    with pytest.raises(runner.Interrupted):
+        _run(recipe, tmp_path)
+    (run_dir,) = (tmp_path / "toy").iterdir()
+    assert (run_dir / "units/seed0/metrics.json").exists()
+    assert not (run_dir / "units/seed1/metrics.json").exists()
+    seen = []
+    opts = runner.RunOptions(profile="cpu", runs_root=tmp_path, wandb="disabled", resume=True,
+                             trainer=TrainerOptions(progress=False), echo=seen.append)
+    res = runner.execute(recipe, opts)
+    assert any("seed0" in s and "reusing" in s for s in seen)
+    assert len(res["per_seed"]["test/mse"]) == 2 and res["_exit_code"] == EXIT_OK
+    with pytest.raises(UsageError, match="no unfinished"):
+        _run(recipe, tmp_path, resume=True)
+
+
+def test_unit_failure_is_recorded_as_error(tmp_path):
+    res = _run(T.make_recipe(claims=[T.MSE_CLAIM], fail=True), tmp_path)
+    assert res["claims"][0]["verdict"] == "error" and res["_exit_code"] == EXIT_ERROR
+    assert "deliberate failure" in res["errors"][0]
+    assert (tmp_path / "toy" / res["run_id"] / "units" / "seed0" / "error.log").exists()
+
+
+def test_arms_prefix_metrics_and_derive(tmp_path):
+    gap = Claim(id="gap", metric="gap", reported=0.0, better="higher", bound=True,
+                tolerance=Tolerance("abs", 10.0, "assumed", "toy"), source="toy", protocol="toy")
+    recipe = T.make_recipe(
+        claims=[gap], arms={"slow": {"lr": 0.001}, "fast": {"lr": 0.05}},
+        derive=lambda m: {"gap": m["slow/test/mse"] - m["fast/test/mse"]},
+        metrics=("gap", "slow/test/mse", "fast/test/mse"),
+    )
+    res = _run(recipe, tmp_path)
+    assert set(res["units"]) == {"seed0-slow", "seed0-fast"}
+    assert res["metrics"]["gap"] == pytest.approx(res["metrics"]["slow/test/mse"] - res["metrics"]["fast/test/mse"])
+    assert res["metrics"]["gap"] > 0 and res["claims"][0]["verdict"] == "reproduced"
+    only = _run(recipe, tmp_path, arms=("fast",))
+    assert set(only["units"]) == {"seed0-fast"} and only["claims"][0]["verdict"] == "error"
