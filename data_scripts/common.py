@@ -59,6 +59,7 @@ class DatasetInfo:
     files: tuple[RemoteFile, ...] = ()
     gated: bool = False  # behind a licence form: download() prints the manual step
     manual_step: str = ""  # for gated data: what the user must do, where to put the files
+    layout: tuple[str, ...] = ()  # files (relative paths) a prepared dataset holds; fixtures must match
     used_by: tuple[str, ...] = field(default=())
 
 
