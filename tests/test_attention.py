@@ -81,3 +81,34 @@ def test_registry():
         get_attention("nope")
     with pytest.raises(ValueError):
         register_attention("softmax", naive_attention)
+
+
+def test_need_weights_matches_fused_path_and_rows_sum_to_one():
+    torch.manual_seed(1)
+    mha = MultiHeadAttention(16, 4).double()
+    x = torch.randn(2, 7, 16, dtype=torch.float64)
+    mask = torch.ones(2, 1, 7, 7, dtype=torch.bool)
+    mask[0, ..., 5:] = False
+    out, w = mha(x, mask=mask, need_weights=True)
+    torch.testing.assert_close(out, mha(x, mask=mask))
+    assert w.shape == (2, 4, 7, 7)
+    torch.testing.assert_close(w.sum(-1), torch.ones(2, 4, 7, dtype=torch.float64))
+    assert (w[0, ..., 5:] == 0).all()
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal", "none"])
+def test_transformer_encoder_shapes_causality_and_grads(norm_first, positions):
+    from repro.blocks.transformer import TransformerEncoder
+
+    torch.manual_seed(0)
+    enc = TransformerEncoder(11, 16, 2, 2, max_len=20, positions=positions, norm_first=norm_first, causal=True)
+    tok = torch.randint(0, 11, (3, 9))
+    h, ws = enc(tok, need_weights=True)
+    assert h.shape == (3, 9, 16) and len(ws) == 2 and ws[0].shape == (3, 2, 9, 9)
+    torch.testing.assert_close(h, enc(tok))
+    tok2 = tok.clone()
+    tok2[:, 6:] = (tok2[:, 6:] + 1) % 11  # change the future
+    torch.testing.assert_close(enc(tok2)[:, :6], h[:, :6])  # causal: the past does not change
+    h.sum().backward()
+    assert all(p.grad is not None for n, p in enc.named_parameters() if not n.startswith("pos") or positions == "learned")

@@ -33,16 +33,22 @@ def causal_mask(lq: int, lk: int, device=None) -> Tensor:
     return j <= i + (lk - lq)
 
 
-def naive_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *, causal: bool = False,
+def softmax_weights(q: Tensor, k: Tensor, mask: Tensor | None = None, *, causal: bool = False,
                     scale: float | None = None) -> Tensor:
-    """softmax(q kᵀ · scale + mask) v, materialising the full score matrix."""
+    """The attention probabilities softmax(q kᵀ · scale + mask), shape (..., Lq, Lk)."""
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     scores = torch.matmul(q, k.transpose(-2, -1)) * scale
     if causal:
         scores = scores.masked_fill(~causal_mask(q.shape[-2], k.shape[-2], q.device), float("-inf"))
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
-    return torch.matmul(torch.softmax(scores, dim=-1), v)
+    return torch.softmax(scores, dim=-1)
+
+
+def naive_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *, causal: bool = False,
+                    scale: float | None = None) -> Tensor:
+    """softmax(q kᵀ · scale + mask) v, materialising the full score matrix."""
+    return torch.matmul(softmax_weights(q, k, mask, causal=causal, scale=scale), v)
 
 
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *, causal: bool = False,
@@ -97,11 +103,19 @@ class MultiHeadAttention(nn.Module):
         return x.view(b, n, self.heads, self.dim // self.heads).transpose(1, 2)
 
     def forward(self, x: Tensor, context: Tensor | None = None, mask: Tensor | None = None,
-                causal: bool = False) -> Tensor:
+                causal: bool = False, need_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """``need_weights=True`` also returns the attention probabilities ``(B, H, Lq, Lk)``
+        (computed explicitly, so only for softmax attention; the fused path returns none)."""
         ctx = x if context is None else context
         q, k, v = self.split(self.q_proj(x)), self.split(self.k_proj(ctx)), self.split(self.v_proj(ctx))
         if mask is not None and mask.dim() == 3:
             mask = mask[:, None]
-        out = self.attn(q, k, v, mask, causal=causal)
+        weights = None
+        if need_weights:
+            weights = softmax_weights(q, k, mask, causal=causal)
+            out = torch.matmul(weights, v)
+        else:
+            out = self.attn(q, k, v, mask, causal=causal)
         b, h, n, d = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(b, n, h * d))
+        out = self.out_proj(out.transpose(1, 2).reshape(b, n, h * d))
+        return (out, weights) if need_weights else out
