@@ -222,7 +222,8 @@ class Recipe:
       :class:`repro.runner.RunContext`.
 
     ``derive(metrics) -> dict`` may add metrics computed across arms of one seed
-    (e.g. a gap between two variants). ``metrics`` lists every key claims may use.
+    (e.g. a gap between two variants). ``plot(per_seed, out_dir)`` draws the paper's
+    figure from the finished run. ``metrics`` lists every key claims may use.
     """
 
     paper: Paper
@@ -233,6 +234,9 @@ class Recipe:
     build_data: Callable[[Any], Any] | None = None
     measure: Callable[[Any, Any], Mapping[str, float]] | None = None
     derive: Callable[[Mapping[str, float]], Mapping[str, float]] | None = None
+    # plot(per_seed, out_dir): draw the paper's figure(s) from the run's per-seed metrics
+    # ({metric: [value per seed]}) as PNG files in out_dir (= run_dir/figures).
+    plot: Callable[[Mapping[str, list], Any], None] | None = None
     skips: Mapping[str, str] = field(default_factory=dict)  # capability -> reason, shown by `repro info`
 
     def __post_init__(self) -> None:

@@ -290,6 +290,13 @@ def execute(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
         if finite:
             metrics[key] = sum(finite) / len(finite)
 
+    if recipe.plot is not None:
+        try:
+            fig_dir = rdir / "figures"
+            fig_dir.mkdir(parents=True, exist_ok=True)
+            recipe.plot(per_seed, fig_dir)
+        except Exception as exc:  # noqa: BLE001 - a figure must not cost the verdicts
+            opts.echo(f"figure failed: {type(exc).__name__}: {exc}")
     results = judge_all(profile.claims, per_seed, errors=[e for e in errors])
     claims_json = []
     for claim, res in zip(profile.claims, results):
