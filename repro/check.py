@@ -47,7 +47,7 @@ def rejudge(result: dict[str, Any]) -> dict[str, Any]:
         claim = current[cid] if current is not None else _stored_claim(stored[cid])
         per_seed = result.get("per_seed", {}).get(claim.metric, [])
         res = judge(claim, per_seed, errors=errors).to_json()
-        res.update(unit=claim.unit, better=claim.better, bound=claim.bound, kind=claim.kind,
+        res.update(unit=claim.unit, better=claim.better, bound=claim.bound, kind=claim.kind, aggregate=claim.aggregate,
                    tolerance={"kind": claim.tolerance.kind, "value": claim.tolerance.value,
                               "basis": claim.tolerance.basis, "std": claim.tolerance.std},
                    source=claim.source)

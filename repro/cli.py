@@ -21,8 +21,9 @@ from rich.markup import escape
 from . import __version__
 from .errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, ReproError, UsageError
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# In logs and pipes (no terminal) rich would wrap at 80 columns; tables need more.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 140)
 
 app = typer.Typer(
     add_completion=False,
@@ -237,7 +238,7 @@ def run(
                            precision=precision, deterministic=deterministic, progress=progress)
     opts = runner.RunOptions(
         profile=profile, seeds=seeds, base_seed=seed, overrides=tuple(set_), resume=resume, run_id=run_id,
-        wandb=wandb, runs_root=runs_dir, arms=tuple(arm), trainer=topts, argv=tuple(sys.argv),
+        wandb=wandb, runs_root=runs_dir, arms=tuple(arm), trainer=topts, argv=("repro", *sys.argv[1:]),
         echo=lambda s: console.print(f"[dim]{escape(s)}[/dim]"),
     )
     console.print(f"[bold]repro run {recipe.slug}[/bold] --profile {profile}")

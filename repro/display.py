@@ -31,10 +31,11 @@ def measured_cell(c: dict[str, Any]) -> str:
     if c.get("measured") is None:
         return "—"
     text = fmt(c["measured"])
-    if c.get("std") is not None and len(vals) > 1:
-        text += f" ± {fmt(c['std'], 2)}"
-    if len(vals) > 1:
-        text += f" (n={len(vals)})"
+    agg = c.get("aggregate", "mean")
+    if len(vals) > 1 and agg == "mean":
+        text += f" ± {fmt(c['std'], 2)} (n={len(vals)})" if c.get("std") is not None else f" (n={len(vals)})"
+    elif len(vals) > 1:
+        text += f" ({agg} of {len(vals)})"
     return text
 
 
@@ -43,7 +44,9 @@ def target_cell(c: dict[str, Any]) -> str:
     unit = f" {c['unit']}" if c.get("unit") else ""
     if c.get("bound"):
         op = "≥" if c.get("better") == "higher" else "≤"
-        return f"{op} {fmt(c['reported'])}{unit}"
+        width = _width(c)
+        slack = f" (slack {fmt(width)})" if width else ""
+        return f"{op} {fmt(c['reported'])}{unit}{slack}"
     kind, value = tol.get("kind"), tol.get("value")
     if kind == "abs":
         band = f" ± {fmt(value)}"
@@ -54,6 +57,16 @@ def target_cell(c: dict[str, Any]) -> str:
     else:
         band = ""
     return f"{fmt(c['reported'])}{unit}{band}"
+
+
+def _width(c: dict[str, Any]) -> float:
+    tol = c.get("tolerance") or {}
+    kind, value = tol.get("kind"), tol.get("value") or 0.0
+    if kind == "rel":
+        return value * abs(c["reported"])
+    if kind == "sigma":
+        return value * (tol.get("std") or 0.0)
+    return value
 
 
 def claims_table(claims: Iterable[dict[str, Any]], title: str = ""):
