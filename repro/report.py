@@ -82,34 +82,42 @@ def render_md(results) -> str:
 
 
 def forest_plot_png(results) -> bytes:
-    """Measured vs reported for every claim, in units of its tolerance: the shaded band
-    is 'within tolerance'; for bounds, the good side is right of the line at 0."""
+    """Measured / reported for every claim on a log axis. Each row's green band is what
+    the claim accepts: reported ± tolerance, or the good side of a bound. Small dots are
+    single seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    data = [r for r in rows(results) if r.get("measured") is not None]
+    data = [r for r in rows(results) if r.get("measured") is not None and r["reported"]]
     data.reverse()
-    fig_h = max(2.5, 0.35 * len(data) + 1.2)
-    fig, ax = plt.subplots(figsize=(9, fig_h))
+    fig, ax = plt.subplots(figsize=(9, max(2.5, 0.35 * len(data) + 1.3)))
     colors = {"reproduced": "#2a9d39", "better": "#1f77b4", "not-reproduced": "#d62728",
               "not-measured": "#999999", "error": "#9467bd"}
-    labels = []
+    lo_all, hi_all, labels = [1.0], [1.0], []
     for i, r in enumerate(data):
-        z, seeds = _standardise(r)
-        ax.scatter([z], [i], color=colors.get(r["verdict"], "k"), zorder=3, s=40)
-        if seeds:
-            ax.scatter(seeds, [i] * len(seeds), color=colors.get(r["verdict"], "k"), alpha=0.35, s=12, zorder=2)
+        rep = r["reported"]
+        ratio = lambda v: max(v / rep, 1e-6)  # noqa: E731
+        w = _width(r) / abs(rep)
+        if r.get("bound"):
+            band = (max(1 - w, 1e-6), 1e6) if (r.get("better") == "higher") == (rep > 0) else (1e-6, 1 + w)
+        else:
+            band = (max(1 - w, 1e-6), 1 + w)
+        ax.barh(i, band[1] - band[0], left=band[0], height=0.6, color="#2a9d39", alpha=0.15, zorder=1)
+        x = ratio(r["measured"])
+        seeds = [ratio(v) for v in r.get("per_seed", []) if v is not None]
+        ax.scatter(seeds, [i] * len(seeds), color=colors.get(r["verdict"], "k"), alpha=0.35, s=12, zorder=2)
+        ax.scatter([x], [i], color=colors.get(r["verdict"], "k"), s=40, zorder=3)
+        lo_all += [x, *seeds, band[0] if band[0] > 1e-6 else 1]
+        hi_all += [x, *seeds, band[1] if band[1] < 1e6 else 1]
         labels.append(f"{r['paper']} · {r['id']}")
-    ax.axvspan(-1, 1, color="#2a9d39", alpha=0.12, label="within tolerance")
-    ax.axvline(0, color="k", lw=0.8)
+    ax.set_xscale("log")
+    ax.axvline(1.0, color="k", lw=0.8)
+    ax.set_xlim(min(lo_all) / 1.5, max(hi_all) * 1.5)
     ax.set_yticks(range(len(data)), labels, fontsize=7)
-    ax.set_xlabel("(measured − reported) / tolerance   [bounds: signed so that > 0 is the good side]")
+    ax.set_xlabel("measured / reported (log scale); green: accepted by the claim's tolerance or bound")
     ax.set_title("Measured vs reported, per claim")
-    lim = max([3.0] + [abs(_standardise(r)[0]) * 1.1 for r in data])
-    ax.set_xlim(-min(lim, 50), min(lim, 50))
-    ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
@@ -117,25 +125,13 @@ def forest_plot_png(results) -> bytes:
     return buf.getvalue()
 
 
-def _standardise(r: dict[str, Any]) -> tuple[float, list[float]]:
+def _width(r: dict[str, Any]) -> float:
     tol = r.get("tolerance") or {}
-    reported = r["reported"]
     if tol.get("kind") == "rel":
-        width = tol["value"] * abs(reported)
-    elif tol.get("kind") == "sigma":
-        width = tol["value"] * (tol.get("std") or 1.0)
-    else:
-        width = tol.get("value") or 0.0
-    sign = -1.0 if (r.get("bound") and r.get("better") == "lower") else 1.0
-    scale = width if width > 0 else (abs(reported) * 0.05 or 1.0)
-
-    def z(v: float) -> float:
-        if r.get("bound"):
-            return sign * (v - reported) / scale
-        return (v - reported) / scale
-
-    seeds = [z(v) for v in r.get("per_seed", []) if v is not None]
-    return z(r["measured"]), seeds
+        return tol["value"] * abs(r["reported"])
+    if tol.get("kind") == "sigma":
+        return tol["value"] * (tol.get("std") or 0.0)
+    return tol.get("value") or 0.0
 
 
 def render_html(results, figures: list[Path] | None = None) -> str:
