@@ -219,6 +219,8 @@ def run(
     wandb: str = typer.Option("auto", help="W&B mode: auto, disabled, offline, online."),
     runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="Ledger root (default $REPRO_RUNS or ./runs)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Rich progress bar."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", help="CPU threads for torch (default: torch's choice; 1 helps on a busy machine)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library logs."),
 ) -> int:
     """Train/measure a paper's profile, judge its claims, write the ledger."""
@@ -232,6 +234,12 @@ def run(
 
     runner.resolve_profile(recipe, profile)
     runner.quiet_libraries(verbose)
+    if threads is not None:
+        if threads < 1:
+            raise UsageError("--threads must be >= 1")
+        import torch
+
+        torch.set_num_threads(threads)
     from .training import TrainerOptions
 
     topts = TrainerOptions(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,

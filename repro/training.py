@@ -48,7 +48,7 @@ class SeededRandomSampler(Sampler[int]):
     before every epoch, so a resumed run sees exactly the order a straight run sees."""
 
     def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed, self.epoch = n, seed, 0
+        self.n, self.seed, self.epoch = n, int(seed) % (2**31), 0  # any int seed (e.g. torch.initial_seed())
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -101,3 +101,15 @@ def test_arms_prefix_metrics_and_derive(tmp_path):
     assert res["metrics"]["gap"] > 0 and res["claims"][0]["verdict"] == "reproduced"
     only = _run(recipe, tmp_path, arms=("fast",))
     assert set(only["units"]) == {"seed0-fast"} and only["claims"][0]["verdict"] == "error"
+
+
+def test_seeded_sampler_accepts_any_int_seed_and_is_epoch_deterministic():
+    from repro.training import SeededRandomSampler
+
+    s = SeededRandomSampler(10, seed=2**63 - 25)  # e.g. a default torch.initial_seed()
+    s.set_epoch(3)
+    first = list(s)
+    s.set_epoch(3)
+    assert list(s) == first and sorted(first) == list(range(10))
+    s.set_epoch(4)
+    assert list(s) != first

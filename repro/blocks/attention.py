@@ -46,21 +46,27 @@ def softmax_weights(q: Tensor, k: Tensor, mask: Tensor | None = None, *, causal:
 
 
 def naive_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *, causal: bool = False,
-                    scale: float | None = None) -> Tensor:
-    """softmax(q kᵀ · scale + mask) v, materialising the full score matrix."""
-    return torch.matmul(softmax_weights(q, k, mask, causal=causal, scale=scale), v)
+                    scale: float | None = None, dropout_p: float = 0.0) -> Tensor:
+    """softmax(q kᵀ · scale + mask) v, materialising the full score matrix
+    (``dropout_p`` drops attention weights, as SDPA does, when > 0)."""
+    weights = softmax_weights(q, k, mask, causal=causal, scale=scale)
+    if dropout_p > 0.0:
+        weights = torch.nn.functional.dropout(weights, p=dropout_p)
+    return torch.matmul(weights, v)
 
 
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *, causal: bool = False,
-                   scale: float | None = None) -> Tensor:
-    """Standard softmax attention through PyTorch's fused SDPA."""
+                   scale: float | None = None, dropout_p: float = 0.0) -> Tensor:
+    """Standard softmax attention through PyTorch's fused SDPA (``dropout_p``: attention
+    dropout; pass 0 at evaluation)."""
     if causal and mask is not None:
         cm = causal_mask(q.shape[-2], k.shape[-2], q.device)
         mask = (mask & cm) if mask.dtype == torch.bool else mask.masked_fill(~cm, float("-inf"))
         causal = False
     if causal and q.shape[-2] != k.shape[-2]:
         mask, causal = causal_mask(q.shape[-2], k.shape[-2], q.device), False
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale,
+                                          dropout_p=dropout_p)
 
 
 _REGISTRY: dict[str, Callable[..., Tensor]] = {"softmax": sdpa_attention, "naive": naive_attention}
