@@ -23,5 +23,7 @@ done
 [ ${#flags[@]} -gt 0 ] && flags+=(--index-strategy unsafe-best-match)
 
 [ -x "$VENV/bin/python" ] || $UV venv -q -p "$PYTHON" "$VENV"
-$UV pip install -q -p "$VENV/bin/python" "${flags[@]}" -c constraints/ci.txt -e ".[test]"
+# --compile-bytecode: some machines set PYTHONDONTWRITEBYTECODE, and without .pyc files
+# every process recompiles torch/lightning on import (~15 s of CPU each).
+$UV pip install -q --compile-bytecode -p "$VENV/bin/python" "${flags[@]}" -c constraints/ci.txt -e ".[test]"
 echo "installed repro into $VENV"
