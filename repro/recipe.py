@@ -44,6 +44,7 @@ class TrainConfig:
     check_val_every_n_epoch: int = 1
     log_every_n_steps: int = 10
     num_workers: int = 0
+    checkpoint_every_n_epochs: int = 1  # 0: checkpoint only on Ctrl-C/crash (tiny, fast models)
     data_dir: str = ""  # filled by the runner with the profile's (first) dataset folder
 
 

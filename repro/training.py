@@ -107,15 +107,16 @@ def make_trainer(
     and on an exception or Ctrl-C), a CSV log beside it, and the run's device flags."""
     ckpt_dir = unit_dir / "checkpoints"
     progress = opts.progress if opts.progress is not None else sys.stdout.isatty()
+    every = getattr(cfg, "checkpoint_every_n_epochs", 1)
     cbs: list[Callback] = [
-        # one rolling checkpoint, overwritten at the end of every epoch
-        ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, every_n_epochs=1,
-                        enable_version_counter=False),
         # on Ctrl-C or a crash: a separate file (OnExceptionCheckpoint deletes its own file
         # after a clean finish, so it must not share the rolling checkpoint's name)
         OnExceptionCheckpoint(dirpath=ckpt_dir, filename="interrupted"),
         RNGStateCheckpoint(),
     ]
+    if every > 0:  # one rolling checkpoint, overwritten every `every` epochs
+        cbs.insert(0, ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, every_n_epochs=every,
+                                      enable_version_counter=False))
     if progress:
         cbs.append(RichProgressBar(leave=False))
     cbs.extend(callbacks or [])
@@ -142,6 +143,7 @@ def make_trainer(
         logger=loggers,
         enable_progress_bar=progress,
         enable_model_summary=False,
+        enable_checkpointing=True,
         num_sanity_val_steps=0,
         default_root_dir=unit_dir,
     )
