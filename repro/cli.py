@@ -329,6 +329,10 @@ def report(
         for slug in catalogue.implemented_slugs():
             if rep.update_readme(slug, catalogue.PAPERS_DIR / slug / "README.md"):
                 console.print(f"updated papers/{slug}/README.md")
+        from .paths import SOURCE_ROOT
+
+        if rep.update_suite_readme(SOURCE_ROOT / "README.md"):
+            console.print("updated README.md (suite table)")
     results = rep.collect(runs_dir, include_smoke=smoke)
     if not results:
         console.print("no completed runs yet: try `repro run memory_efficient_attention --profile cpu`")

@@ -82,6 +82,13 @@ def test_readme_results_block_is_generated_from_results(slug):
     assert block == report.readme_block(slug), "README results are stale: run `repro report --update-readmes`"
 
 
+def test_suite_readme_table_is_generated_from_results():
+    text = (ROOT / "README.md").read_text()
+    assert report.SUITE_START in text and report.SUITE_END in text, "README.md needs the generated suite table"
+    block = text[text.index(report.SUITE_START): text.index(report.SUITE_END) + len(report.SUITE_END)]
+    assert block == report.suite_block(), "README.md suite table is stale: run `repro report --update-readmes`"
+
+
 def test_blessed_results_are_valid_and_judged_by_current_claims():
     from repro import ledger
     from repro.check import rejudge
