@@ -192,6 +192,9 @@ def readme_block(paper: str, results_dir: Path = RESULTS_DIR) -> str:
         lines.append("")
         lines.append(markdown_claims(res["claims"]))
         lines.append("")
+        bench = _bench_table(res)
+        if bench:
+            lines += [bench, ""]
         figs = sorted((results_dir / paper).glob(f"{profile}-*.png"))
         for fig in figs:
             rel = Path("../../results") / paper / fig.name
@@ -250,6 +253,25 @@ def update_suite_readme(readme: Path, results_dir: Path = RESULTS_DIR) -> bool:
         readme.write_text(new)
         return True
     return False
+
+
+def _bench_table(res: dict[str, Any]) -> str:
+    """Benchmarks a run measured but does not judge (metrics named ``.../bench/...``):
+    mean ± std over seeds, for the machine recorded in the run."""
+    import statistics
+
+    keys = sorted(k for k in res.get("per_seed", {}) if "bench/" in k or k.startswith("bench"))
+    if not keys:
+        return ""
+    out = ["Benchmarks (measured on the machine above; not claims):", "",
+           "| metric | mean ± std (n) |", "|---|---|"]
+    for k in keys:
+        vals = [v for v in res["per_seed"][k] if isinstance(v, (int, float)) and v == v]
+        if not vals:
+            continue
+        sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        out.append(f"| `{k}` | {fmt(statistics.fmean(vals))} ± {fmt(sd)} ({len(vals)}) |")
+    return "\n".join(out)
 
 
 def update_readme(paper: str, readme: Path, results_dir: Path = RESULTS_DIR) -> bool:
