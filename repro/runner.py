@@ -384,6 +384,10 @@ def _remove_checkpoints(udir: Path) -> None:
 
 def quiet_libraries(verbose: bool = False) -> None:
     level = logging.INFO if verbose else logging.WARNING
+    # Lightning sets its loggers to INFO when it is imported, so import it first or the
+    # levels set here are overwritten ("GPU available: ...", tips, limit_* notices).
+    import lightning.pytorch  # noqa: F401
+
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
         logging.getLogger(name).setLevel(level)
     if not verbose:
