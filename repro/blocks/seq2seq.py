@@ -194,6 +194,7 @@ class TransformerSeq2Seq(nn.Module):
 
         limit = max_lengths((src != self.pad_id).sum(1), max_len_a, max_len_b)
         if beam_size == 1:
-            return [[h] for h in greedy_search(step, state, src.shape[0], bos=bos, eos=eos, max_len=limit)]
+            hyps = greedy_search(step, state, src.shape[0], bos=bos, eos=eos, max_len=limit, device=src.device)
+            return [[h] for h in hyps]
         return beam_search(step, state, src.shape[0], bos=bos, eos=eos, beam_size=beam_size, max_len=limit,
-                           alpha=alpha, penalty=penalty, n_best=n_best)
+                           alpha=alpha, penalty=penalty, n_best=n_best, device=src.device)
