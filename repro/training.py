@@ -61,6 +61,64 @@ class SeededRandomSampler(Sampler[int]):
         return self.n
 
 
+class TokenBatchSampler(Sampler[list[int]]):
+    """Batches of similar-length examples holding at most ``max_tokens`` tokens each,
+    padding included (``len(batch) * max(lengths in batch) <= max_tokens``), as
+    fairseq's ``--max-tokens`` batching and the ~25k-token batches of Vaswani et al.
+    (2017, Section 5.1, "sentence pairs were batched together by approximate sequence
+    length"). Our own code.
+
+    ``lengths[i]``: the cost of example i; pass max(source, target length) so that both
+    padded tensors fit. Each epoch sorts by length with ties broken at random, packs
+    greedily, and (``shuffle``) shuffles the order of the batches, all from a generator
+    seeded by (seed, epoch); Lightning calls ``set_epoch``, so resumed runs see the same
+    batches. ``max_sentences`` optionally caps the batch size. An example longer than
+    ``max_tokens`` is an error. Single process: under DDP give each rank its own shard.
+    """
+
+    def __init__(self, lengths: list[int] | torch.Tensor, max_tokens: int, seed: int = 0, *,
+                 max_sentences: int | None = None, shuffle: bool = True) -> None:
+        self.lengths = torch.as_tensor(lengths, dtype=torch.long)
+        too_long = (self.lengths > max_tokens).nonzero()[:, 0].tolist()
+        if too_long:
+            raise ValueError(f"{len(too_long)} examples are longer than max_tokens={max_tokens} "
+                             f"(first indices: {too_long[:5]})")
+        self.max_tokens, self.max_sentences, self.shuffle = max_tokens, max_sentences, shuffle
+        self.seed, self.epoch = int(seed) % (2**31), 0
+        self._cache: tuple[int, list[list[int]]] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        if self._cache is not None and self._cache[0] == self.epoch:
+            return self._cache[1]
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        perm = torch.randperm(len(self.lengths), generator=g)
+        order = perm[torch.sort(self.lengths[perm], stable=True).indices].tolist()  # by length, random ties
+        batches, cur, longest = [], [], 0
+        for i in order:
+            n = int(self.lengths[i])
+            full = self.max_sentences is not None and len(cur) >= self.max_sentences
+            if cur and (full or (len(cur) + 1) * max(longest, n) > self.max_tokens):
+                batches.append(cur)
+                cur, longest = [], 0
+            cur.append(i)
+            longest = max(longest, n)
+        if cur:
+            batches.append(cur)
+        if self.shuffle:
+            batches = [batches[j] for j in torch.randperm(len(batches), generator=g).tolist()]
+        self._cache = (self.epoch, batches)
+        return batches
+
+    def __iter__(self):
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+
 class RNGStateCheckpoint(Callback):
     """Stores the Python/NumPy/torch RNG states in each checkpoint and restores them on
     resume, so dropout and on-the-fly sampling continue as in an uninterrupted run."""

@@ -69,7 +69,9 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, 
                                           dropout_p=dropout_p)
 
 
-_REGISTRY: dict[str, Callable[..., Tensor]] = {"softmax": sdpa_attention, "naive": naive_attention}
+_REGISTRY: dict[str, Callable[..., Tensor]] = {
+    "softmax": sdpa_attention, "sdpa": sdpa_attention, "naive": naive_attention,
+}
 
 
 def register_attention(name: str, fn: Callable[..., Tensor]) -> None:
@@ -91,6 +93,15 @@ class MultiHeadAttention(nn.Module):
     ``forward(x, context=None, mask=None, causal=False)``: self-attention when
     ``context`` is None, cross-attention otherwise. ``mask`` is boolean
     ``(B, Lq, Lk)`` / ``(B, 1, Lq, Lk)`` (True = attend) or additive.
+
+    ``dropout``: attention-weight dropout in training (passed to the kernel as
+    ``dropout_p``, so a custom kernel only needs that keyword when ``dropout > 0``).
+    ``head_mask``: ``(H,)`` or broadcastable to ``(B, H, 1, 1)``; multiplies each head's
+    output before the output projection (the gates ξ_h of Michel et al. 2019, "Are
+    Sixteen Heads Really Better than One?", Eq. 3); 0 removes the head.
+    ``cache``: a dict for incremental decoding. Self-attention appends this call's
+    keys/values to ``cache["k"]``/``cache["v"]`` and attends over all of them;
+    cross-attention computes the context's keys/values once and reuses them.
     """
 
     def __init__(self, dim: int, heads: int, *, attn: Callable[..., Tensor] = sdpa_attention,
@@ -109,19 +120,32 @@ class MultiHeadAttention(nn.Module):
         return x.view(b, n, self.heads, self.dim // self.heads).transpose(1, 2)
 
     def forward(self, x: Tensor, context: Tensor | None = None, mask: Tensor | None = None,
-                causal: bool = False, need_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+                causal: bool = False, need_weights: bool = False, head_mask: Tensor | None = None,
+                cache: dict[str, Tensor] | None = None) -> Tensor | tuple[Tensor, Tensor]:
         """``need_weights=True`` also returns the attention probabilities ``(B, H, Lq, Lk)``
         (computed explicitly, so only for softmax attention; the fused path returns none)."""
         ctx = x if context is None else context
-        q, k, v = self.split(self.q_proj(x)), self.split(self.k_proj(ctx)), self.split(self.v_proj(ctx))
+        q = self.split(self.q_proj(x))
+        if cache is not None and context is not None and "k" in cache:
+            k, v = cache["k"], cache["v"]  # static keys/values of the encoder output
+        else:
+            k, v = self.split(self.k_proj(ctx)), self.split(self.v_proj(ctx))
+            if cache is not None:
+                if context is None and "k" in cache:  # keys/values of the previous steps
+                    k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+                cache["k"], cache["v"] = k, v
         if mask is not None and mask.dim() == 3:
             mask = mask[:, None]
+        p = self.dropout if self.training else 0.0
         weights = None
         if need_weights:
             weights = softmax_weights(q, k, mask, causal=causal)
-            out = torch.matmul(weights, v)
+            out = torch.matmul(F.dropout(weights, p) if p > 0 else weights, v)
         else:
-            out = self.attn(q, k, v, mask, causal=causal)
+            kw = {"dropout_p": p} if p > 0 else {}  # kernels without dropout need not take the keyword
+            out = self.attn(q, k, v, mask, causal=causal, **kw)
+        if head_mask is not None:
+            out = out * (head_mask.view(1, -1, 1, 1) if head_mask.dim() == 1 else head_mask)
         b, h, n, d = out.shape
         out = self.out_proj(out.transpose(1, 2).reshape(b, n, h * d))
         return (out, weights) if need_weights else out

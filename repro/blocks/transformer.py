@@ -28,14 +28,15 @@ class TransformerBlock(nn.Module):
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0, *,
                  attn: Callable[..., Tensor] = sdpa_attention, norm_first: bool = True,
-                 cross_attention: bool = False) -> None:
+                 cross_attention: bool = False, activation: type[nn.Module] = nn.GELU,
+                 ffn_dim: int | None = None, attn_dropout: float = 0.0) -> None:
         super().__init__()
         self.norm_first = norm_first
-        self.attn = MultiHeadAttention(dim, heads, attn=attn)
+        self.attn = MultiHeadAttention(dim, heads, attn=attn, dropout=attn_dropout)
         self.norm1 = nn.LayerNorm(dim)
-        self.cross = MultiHeadAttention(dim, heads, attn=attn) if cross_attention else None
+        self.cross = MultiHeadAttention(dim, heads, attn=attn, dropout=attn_dropout) if cross_attention else None
         self.norm_cross = nn.LayerNorm(dim) if cross_attention else None
-        self.ffn = FeedForward(dim, int(dim * mlp_ratio), dropout)
+        self.ffn = FeedForward(dim, ffn_dim or int(dim * mlp_ratio), dropout, activation)
         self.norm2 = nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
 
@@ -49,12 +50,17 @@ class TransformerBlock(nn.Module):
         return (x if self.norm_first else norm(x)), weights
 
     def forward(self, x: Tensor, mask: Tensor | None = None, causal: bool = False, context: Tensor | None = None,
-                context_mask: Tensor | None = None, need_weights: bool = False):
-        x, w = self._sub(x, self.norm1, lambda h: self.attn(h, mask=mask, causal=causal, need_weights=need_weights))
+                context_mask: Tensor | None = None, need_weights: bool = False, head_mask: Tensor | None = None,
+                cross_head_mask: Tensor | None = None):
+        """``head_mask``/``cross_head_mask``: per-head gates of the self-/cross-attention
+        (see ``MultiHeadAttention``)."""
+        x, w = self._sub(x, self.norm1, lambda h: self.attn(h, mask=mask, causal=causal, need_weights=need_weights,
+                                                            head_mask=head_mask))
         if self.cross is not None:
             if context is None:
                 raise ValueError("a cross-attention block needs context")
-            x, _ = self._sub(x, self.norm_cross, lambda h: self.cross(h, context, mask=context_mask))
+            x, _ = self._sub(x, self.norm_cross, lambda h: self.cross(h, context, mask=context_mask,
+                                                                      head_mask=cross_head_mask))
         x, _ = self._sub(x, self.norm2, self.ffn)
         return (x, w) if need_weights else x
 
