@@ -3,27 +3,30 @@
 
 The paper's delta is an analysis of a trained Transformer, not a new layer:
 
-* Section 2 (mask variables): each head's output is multiplied by a gate,
+* Background (mask variables): each head's output is multiplied by a gate,
   ``MHAtt(x, q) = sum_h xi_h Att_h(x, q)`` with ``xi_h in {0, 1}``; ``xi_h = 0`` removes
   head h. The suite's ``MultiHeadAttention(head_mask=...)`` applies exactly this gate before
   the output projection, and ``TransformerSeq2Seq(head_mask={"encoder"|"decoder"|"cross":
   (layers, heads)})`` gates the three attention kinds the paper ablates separately
   (Enc-Enc, Enc-Dec, Dec-Dec).
-* Section 3.1 (ablating one head): evaluate the model with a single ``xi_h = 0``.
-* Section 3.2 (ablating all heads but one): in one layer keep only head h; the paper
+* Sec. ablating_one (ablating one head): evaluate the model with a single ``xi_h = 0``.
+* Sec. ablating_all_but_one (all heads but one): in one layer keep only head h; the paper
   reports, per layer, the best head to keep.
-* Section 4.1 (importance score): ``I_h = E_{x ~ X} |dL(x)/dxi_h|`` evaluated at the
+* Pruning section (head importance score): ``I_h = E_{x ~ X} |dL(x)/dxi_h|`` evaluated at the
   current mask (a first-order Taylor estimate of the loss change when head h is masked;
   by the chain rule it equals ``|Att_h(x)^T dL(x)/dAtt_h(x)|``). Scores are normalised per
   layer by their l2 norm (the official scripts pass ``--normalize-by-layer`` (MT) and
-  ``--normalize_pruning_by_layer`` (BERT); the authors' fork divides each layer's scores by
+  ``--normalize_pruning_by_layer`` (BERT); copies of the authors' BERT fork divide each layer's scores by
   their l2 norm). The paper text beyond the abstract was not reachable from here, so the
   equation is transcribed from the definition in the catalogue and the official repo.
-* Section 4 (pruning): remove heads in increasing order of importance, a fixed percentage
+* Pruning section (iterative pruning): remove heads in increasing order of importance, a fixed percentage
   of all heads at a time, and evaluate after each step (the figure: accuracy/BLEU vs
-  fraction pruned). By default the scores are computed once (the authors' fork recomputes
-  them only with ``--exact_pruning``); ``recompute=True`` re-estimates them under the
+  fraction pruned). By default the scores are computed once (copies of the authors' BERT fork in the code index recompute
+  them only with ``--exact_pruning``); ``iterative_pruning_masks`` (``recompute_importance``) re-estimates them under the
   current mask before every step. A random pruning order is the baseline.
+
+Section names follow the labels of the v3 LaTeX source (``sec:ablating_one``,
+``sec:ablating_all_but_one``); section numbers were not confirmed.
 
 Masks are dicts ``kind -> (layers, heads)`` float tensors (1 = keep).
 """
@@ -64,7 +67,7 @@ def all_heads(mask: Mask) -> list[Head]:
 
 
 def ablate_one(mask: Mask, head: Head) -> Mask:
-    """Section 3.1: the same mask with head ``(kind, layer, h)`` removed (xi_h = 0)."""
+    """Sec. ablating_one: the same mask with head ``(kind, layer, h)`` removed (xi_h = 0)."""
     out = {k: v.clone() for k, v in mask.items()}
     kind, layer, h = head
     out[kind][layer, h] = 0.0
@@ -72,7 +75,7 @@ def ablate_one(mask: Mask, head: Head) -> Mask:
 
 
 def keep_only(mask: Mask, head: Head) -> Mask:
-    """Section 3.2: in layer ``layer`` of ``kind`` keep only head ``h``."""
+    """Sec. ablating_all_but_one: in layer ``layer`` of ``kind`` keep only head ``h``."""
     out = {k: v.clone() for k, v in mask.items()}
     kind, layer, h = head
     out[kind][layer] = 0.0
@@ -220,13 +223,13 @@ def pct_tag(f: float) -> str:
 
 
 def analyse(net: TransformerSeq2Seq, importance_batches: list, test_batches: list, cfg, seed: int) -> dict[str, float]:
-    """Sections 3.1, 3.2 and 4 on a trained model; accuracies in percent (test split)."""
+    """Sec. ablating_one, ablating_all_but_one and the pruning section on a trained model; accuracies in percent (test split)."""
     net.eval()
     full = ones_mask(net)
     base_acc, base_seq = accuracy(net, test_batches)
     m: dict[str, float] = {"test/acc": base_acc, "test/seq_acc": base_seq}
     heads = all_heads(full)
-    # Section 3.1: one head at a time
+    # Sec. ablating_one: one head at a time
     deltas = {}
     for hd in heads:
         deltas[hd] = accuracy(net, test_batches, ablate_one(full, hd))[0] - base_acc
@@ -238,7 +241,7 @@ def analyse(net: TransformerSeq2Seq, importance_batches: list, test_batches: lis
     for k in KINDS:
         dk = [v for hd, v in deltas.items() if hd[0] == k]
         m[f"ablation/frac_under_1pt_{k}"] = sum(abs(x) < 1.0 for x in dk) / len(dk)
-    # Section 3.2: all heads but one in a layer; the best head per layer
+    # Sec. ablating_all_but_one: all heads but one in a layer; the best head per layer
     under = []
     for k in KINDS:
         for layer in range(full[k].shape[0]):
@@ -247,11 +250,11 @@ def analyse(net: TransformerSeq2Seq, importance_batches: list, test_batches: lis
             m[f"keep_one/{k}_L{layer}_best_delta"] = best
             under.append(best > -1.0)
     m["keep_one/frac_layers_within_1pt"] = sum(under) / len(under)
-    # Section 4.1: importance, and how well it ranks the single-head ablation drops
+    # pruning section, importance score: importance, and how well it ranks the single-head ablation drops
     scores = head_importance(net, importance_batches, normalize=cfg.normalize_by_layer)
     m["importance/spearman_vs_ablation_drop"] = rank_correlation(
         [float(scores[k][layer, h]) for k, layer, h in heads], [-deltas[hd] for hd in heads])
-    # Section 4: pruning curves, importance order vs random orders
+    # Pruning: pruning curves, importance order vs random orders
     fr = list(cfg.prune_fractions)
     if cfg.recompute_importance:
         imp_masks = iterative_pruning_masks(net, importance_batches, fr, min_heads_per_layer=cfg.min_heads_per_layer,
