@@ -190,7 +190,7 @@ CPU_CLAIMS = (
 
 SMOKE = Config(train_size=256, val_size=64, importance_size=64, test_size=64, max_steps=3, batch_size=32,
                eval_batch_size=64, dim=16, heads=4, layers=1, ffn_dim=32, warmup_steps=1, random_orders=1,
-               max_epochs=1, prune_fractions=(0.0, 0.5))
+               max_epochs=1, prune_fractions=(0.0, 0.4, 0.5))
 
 PROFILES = {
     "cpu": Profile(
