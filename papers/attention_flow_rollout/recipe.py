@@ -130,9 +130,9 @@ PROFILES = {
         claims=CPU_CLAIMS, seeds=3, slow=True, budget_minutes=10,
     ),
     "smoke": Profile(
-        "smoke", Config(dim=16, heads=2, layers=2, train_size=128, test_size=32, analysis_items=8, max_steps=3,
+        "smoke", Config(dim=16, heads=2, layers=6, train_size=128, test_size=32, analysis_items=8, max_steps=3,
                         batch_size=16),
-        "Wiring only: a 2-layer model, 3 steps, 8 sentences analysed.", budget_minutes=0.5,
+        "Wiring only: a 6-layer (the claims name layer 6), 16-wide model, 3 steps, 8 sentences analysed.", budget_minutes=0.5,
     ),
 }
 
