@@ -83,7 +83,8 @@ def plot(per_seed: dict, out_dir) -> None:
         if pts:
             pts.sort()
             x, mean, lo, hi = map(np.array, zip(*pts))
-            ax.errorbar(x, mean, yerr=[mean - lo, hi - mean], marker="o", capsize=3, color=color, label=label,
+            err = np.clip([mean - lo, hi - mean], 0, None)  # float round-off can make mean - min < 0
+            ax.errorbar(x, mean, yerr=err, marker="o", capsize=3, color=color, label=label,
                         ls="--" if "bayes" in prefix or "gd" in prefix else "-")
     ax.axvline(40, color="gray", lw=0.8, ls=":")
     ax.text(41, ax.get_ylim()[1] * 0.95, "training length", fontsize=7, color="gray", va="top")
