@@ -103,6 +103,19 @@ def time_call(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1, device: 
     return statistics.median(times)
 
 
+def interleaved_times(calls: dict[Any, Callable[[], Any]], repeats: int, device) -> dict[Any, float]:
+    """Median wall time of every call, timed round-robin (one warm-up each, then
+    ``repeats`` rounds over all calls), so that a slow drift of the machine's load is
+    spread over all calls instead of aliasing into a trend over the sweep."""
+    for fn in calls.values():
+        time_call(fn, repeats=1, warmup=0, device=device)
+    samples: dict[Any, list[float]] = {key: [] for key in calls}
+    for _ in range(repeats):
+        for key, fn in calls.items():
+            samples[key].append(time_call(fn, repeats=1, warmup=0, device=device))
+    return {key: statistics.median(v) for key, v in samples.items()}
+
+
 def loglog_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
     """Least-squares slope of log(y) on log(x): the scaling exponent."""
     lx = [math.log(x) for x in xs]

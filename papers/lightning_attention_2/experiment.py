@@ -16,14 +16,13 @@
 from __future__ import annotations
 
 import math
-import statistics
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from repro.blocks.attention import sdpa_attention
 from repro.blocks.linear_attention import causal_linear_attention, decay_mask
-from repro.measure import loglog_slope, max_abs_err, peak_memory, time_call
+from repro.measure import interleaved_times, loglog_slope, max_abs_err, peak_memory
 
 from .data import random_like, random_qkv
 from .model import lightning_attention, tnl_decay
@@ -93,19 +92,6 @@ def _impls(cfg, lam):
 
 def _max_len(cfg, name: str) -> int:
     return {"tiled": max(cfg.lengths), "naive": cfg.naive_max_length, "sdpa": cfg.sdpa_max_length}[name]
-
-
-def interleaved_times(calls: dict[Any, Callable[[], Any]], repeats: int, device) -> dict[Any, float]:
-    """Median wall time of every call, timed round-robin (one warm-up each, then
-    ``repeats`` rounds over all calls), so that a slow drift of the machine's load is
-    spread over all calls instead of aliasing into a trend over the sweep."""
-    for fn in calls.values():
-        time_call(fn, repeats=1, warmup=0, device=device)
-    samples: dict[Any, list[float]] = {key: [] for key in calls}
-    for _ in range(repeats):
-        for key, fn in calls.items():
-            samples[key].append(time_call(fn, repeats=1, warmup=0, device=device))
-    return {key: statistics.median(v) for key, v in samples.items()}
 
 
 def scaling(cfg, seed: int, device) -> tuple[dict[str, float], dict[str, Any]]:

@@ -14,14 +14,13 @@
 from __future__ import annotations
 
 import math
-import statistics
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from repro.measure import peak_memory, time_call
+from repro.measure import interleaved_times, peak_memory
 
 from .data import random_like, random_qkv
 from .model import A, B, C, direct_taylorshift, efficient_taylorshift, flops_crossover, memory_crossover, taylorshift
@@ -148,19 +147,6 @@ def _log_crossing(ns: list[int], ratio: list[float]) -> float | None:
             t = a / (a - b)
             return math.exp(math.log(ns[i - 1]) + t * (math.log(ns[i]) - math.log(ns[i - 1])))
     return None
-
-
-def interleaved_times(calls: dict[Any, Callable[[], Any]], repeats: int, device) -> dict[Any, float]:
-    """Median wall time of every call, timed round-robin (one warm-up each, then
-    ``repeats`` rounds over all calls), so that a slow drift of the machine's load is
-    spread over all calls instead of aliasing into a trend over the sweep."""
-    for fn in calls.values():
-        time_call(fn, repeats=1, warmup=0, device=device)
-    samples: dict[Any, list[float]] = {key: [] for key in calls}
-    for _ in range(repeats):
-        for key, fn in calls.items():
-            samples[key].append(time_call(fn, repeats=1, warmup=0, device=device))
-    return {key: statistics.median(v) for key, v in samples.items()}
 
 
 def sweep(cfg, seed: int, device) -> tuple[dict[str, float], dict[str, Any]]:
