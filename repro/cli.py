@@ -151,7 +151,8 @@ def info(paper: str = typer.Argument(..., help="Slug, catalogue number or arXiv 
                 print(f"  claim {c.id}{kind}\n    metric:    {c.metric}\n    target:    {c.describe_target()}"
                       f" ({c.seeds} seed(s), {c.aggregate})\n    source:    {c.source}\n"
                       f"    protocol:  {c.protocol}\n    tolerance: {c.tolerance.basis}: {c.tolerance.note}"
-                      + (f"\n    known gap: {c.known_gap}" if c.known_gap else ""))
+                      + (f"\n    known gap: {c.known_gap}" if c.known_gap else "")
+                      + (f"\n    requires:  {c.requires}" if c.requires else ""))
             continue
         table = Table(header_style="bold", show_lines=True)
         for col in ("claim", "metric", "target", "source", "protocol", "tolerance basis"):
@@ -159,6 +160,7 @@ def info(paper: str = typer.Argument(..., help="Slug, catalogue number or arXiv 
         for c in prof.claims:
             kind = " (our expectation)" if c.kind == "expectation" else ""
             gap = f"\nknown gap: {c.known_gap}" if c.known_gap else ""
+            gap += f"\nrequires: {c.requires}" if c.requires else ""
             table.add_row(c.id + kind, c.metric, c.describe_target() + f"\n{c.seeds} seed(s), {c.aggregate}",
                           c.source, c.protocol, f"{c.tolerance.basis}: {c.tolerance.note}{gap}")
         console.print(table)

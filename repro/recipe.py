@@ -112,6 +112,9 @@ class Claim:
     bound: bool = False
     known_gap: str = ""  # non-empty: we know we cannot meet it (reason / issue link); never widens tolerance
     note: str = ""
+    # What a user must do before this metric can be measured at all (a licence-gated jar, an
+    # evaluation server upload); shown by `repro info` and as the reason of a not-measured verdict.
+    requires: str = ""
 
     def __post_init__(self) -> None:
         if not self.source.strip():

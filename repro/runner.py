@@ -305,6 +305,7 @@ def execute(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
             unit=claim.unit, better=claim.better, bound=claim.bound, kind=claim.kind,
             tolerance=dataclasses.asdict(claim.tolerance), aggregate=claim.aggregate,
             seeds_required=claim.seeds, source=claim.source, protocol=claim.protocol, known_gap=claim.known_gap,
+            requires=claim.requires,
         )
         claims_json.append(entry)
 

@@ -85,9 +85,10 @@ def judge(claim: Claim, per_seed: Iterable[float | None], errors: Sequence[str] 
         return ClaimResult(measured=float("nan"), delta=None, verdict=NOT_REPRODUCED,
                            reason=f"non-finite value on seed index {bad}", **base)
     if not finite:
-        return ClaimResult(
-            measured=None, delta=None, verdict=NOT_MEASURED, reason=f"metric {claim.metric} not logged", **base
-        )
+        reason = f"metric {claim.metric} not logged"
+        if claim.requires:
+            reason += f"; to measure it: {claim.requires}"
+        return ClaimResult(measured=None, delta=None, verdict=NOT_MEASURED, reason=reason, **base)
     if len(finite) < claim.seeds:
         measured = aggregate(finite, claim.aggregate)
         return ClaimResult(

@@ -127,6 +127,15 @@ def test_missing_nan_seeds_and_errors():
     assert judge(_claim(seeds=1, aggregate="max"), [1.0, None, 12.0]).measured == 12.0
 
 
+def test_unmeasurable_claim_says_what_it_requires():
+    plain = judge(_claim(), [None])
+    assert plain.reason == "metric m not logged"
+    c = _claim(requires="install CoreNLP 3.6.0 (README), then --set spice=true")
+    r = judge(c, [None])
+    assert r.verdict == NOT_MEASURED and r.reason.endswith("to measure it: install CoreNLP 3.6.0 (README), then --set spice=true")
+    assert judge(c, [10.0]).verdict == REPRODUCED  # requires only explains a missing value
+
+
 def test_exit_codes():
     assert exit_code([REPRODUCED, BETTER, NOT_MEASURED]) == EXIT_OK
     assert exit_code([REPRODUCED, NOT_REPRODUCED]) == EXIT_NOT_REPRODUCED
