@@ -8,6 +8,7 @@ the papers' models, which are imported only inside ``build_model`` / ``measure``
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping
@@ -189,6 +190,31 @@ class Paper:
         if self.bibtex:
             return self.bibtex.strip()
         return make_bibtex(self.slug, self.title, self.authors, self.year, self.arxiv, self.venue)
+
+
+class lazy:
+    """A recipe hook given as ``"module:function"``, imported on its first call.
+
+    Recipe modules must not import torch at module level (``repro list``/``info`` read
+    them), so hooks that live in ``model.py``/``experiment.py`` are named, not imported:
+    ``measure=lazy(".experiment:measure", __package__)``.
+    """
+
+    def __init__(self, target: str, package: str | None = None) -> None:
+        module, sep, name = target.partition(":")
+        if not sep or not module or not name:
+            raise ValueError(f"lazy target must be 'module:function', got {target!r}")
+        self.target, self.package = target, package
+        self._module, self._name = module, name
+
+    def resolve(self) -> Callable[..., Any]:
+        return getattr(importlib.import_module(self._module, self.package), self._name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.resolve()(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"lazy({self.target!r}, {self.package!r})"
 
 
 def make_bibtex(

@@ -90,3 +90,16 @@ def test_tiny_model_trains_and_round_trips(slug):
         a = a["loss"] if isinstance(a, dict) else a
         b = b["loss"] if isinstance(b, dict) else b
         assert math.isclose(float(a), float(b), rel_tol=0, abs_tol=0), "state dict does not round-trip"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("slug", SLUGS)
+def test_lazy_hooks_resolve(slug):
+    """A hook named as "module:function" (``repro.recipe.lazy``) must point at a real function."""
+    from repro.recipe import lazy
+
+    recipe = registry.get_recipe(slug)
+    for hook in ("measure", "build_model", "build_data", "derive", "plot"):
+        fn = getattr(recipe, hook, None)
+        if isinstance(fn, lazy):
+            assert callable(fn.resolve()), f"{slug}.{hook} -> {fn!r}"

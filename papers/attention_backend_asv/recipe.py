@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from repro.recipe import Claim, Paper, Profile, Recipe, Tolerance
+from repro.recipe import Claim, Paper, Profile, Recipe, Tolerance, lazy
 
 
 @dataclass(frozen=True)
@@ -193,11 +193,6 @@ PROFILES = {
 }
 
 
-def _measure(cfg, ctx):
-    from .experiment import measure
-
-    return measure(cfg, ctx)
-
 
 def _plot(per_seed, out_dir) -> None:
     from .plots import backend_bars
@@ -215,7 +210,7 @@ METRICS = tuple(
 )
 
 RECIPE = Recipe(
-    paper=PAPER, config_cls=Config, profiles=PROFILES, metrics=METRICS, measure=_measure, plot=_plot,
+    paper=PAPER, config_cls=Config, profiles=PROFILES, metrics=METRICS, measure=lazy(".experiment:measure", __package__), plot=_plot,
     skips={"voxceleb2": "VoxCeleb2 audio is AAC (.m4a) and needs FFmpeg/torchcodec; not scripted. The VoxCeleb "
                         "arms train on VoxCeleb1 dev (an assumption: the paper's VoxCeleb training set could not "
                         "be read).",

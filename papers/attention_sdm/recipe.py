@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from repro.recipe import Claim, Paper, Profile, Recipe, Tolerance
+from repro.recipe import Claim, Paper, Profile, Recipe, Tolerance, lazy
 
 
 @dataclass(frozen=True)
@@ -158,18 +158,13 @@ PROFILES = {
 }
 
 
-def _measure(cfg, ctx):
-    from .experiment import measure
-
-    return measure(cfg, ctx)
-
 
 METRICS = (
     "optimal_d/snr", "optimal_d/mem", "fit/min_r2", "fit/headline_r2", "curve/max_tv", "read/min_cos", "read/min_bits",
 )
 
 RECIPE = Recipe(
-    paper=PAPER, config_cls=Config, profiles=PROFILES, metrics=METRICS, measure=_measure,
+    paper=PAPER, config_cls=Config, profiles=PROFILES, metrics=METRICS, measure=lazy(".experiment:measure", __package__),
     skips={
         "full": "The paper's own numerical analysis is closed-form at n = 64 with r = 2^n and runs exactly in the "
                 "cpu profile; there is no larger setting of it. The GPT-2 beta analysis (Section 4) needs "

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from repro.recipe import Claim, Paper, Profile, Recipe, Tolerance
+from repro.recipe import Claim, Paper, Profile, Recipe, Tolerance, lazy
 
 
 @dataclass(frozen=True)
@@ -176,15 +176,10 @@ PROFILES = {
 }
 
 
-def _measure(cfg, ctx):
-    from .experiment import measure
-
-    return measure(cfg, ctx)
-
 
 METRICS = tuple(dict.fromkeys(c.metric for c in CPU_CLAIMS + FULL_CLAIMS))
 
-RECIPE = Recipe(paper=PAPER, config_cls=Config, profiles=PROFILES, metrics=METRICS, measure=_measure,
+RECIPE = Recipe(paper=PAPER, config_cls=Config, profiles=PROFILES, metrics=METRICS, measure=lazy(".experiment:measure", __package__),
                 derive=derive, plot=plot)
 
 __all__ = ["RECIPE", "Config", "derive", "plot"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from repro.recipe import Claim, Paper, Profile, Recipe, Tolerance
+from repro.recipe import Claim, Paper, Profile, Recipe, Tolerance, lazy
 
 
 @dataclass(frozen=True)
@@ -175,16 +175,11 @@ PROFILES = {
 }
 
 
-def _measure(cfg, ctx):
-    from .experiment import measure
-
-    return measure(cfg, ctx)
-
 
 METRICS = tuple(dict.fromkeys(c.metric for c in CPU_CLAIMS))
 
 RECIPE = Recipe(
-    paper=PAPER, config_cls=Config, profiles=PROFILES, metrics=METRICS, measure=_measure,
+    paper=PAPER, config_cls=Config, profiles=PROFILES, metrics=METRICS, measure=lazy(".experiment:measure", __package__),
     skips={
         "full": "The paper's own measurements are Triton-kernel throughput and memory on GPUs and TransNormerLLM "
                 "language-model training; their numbers could not be confirmed against the paper text (only "

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from repro.recipe import Claim, Paper, Profile, Recipe, Tolerance
+from repro.recipe import Claim, Paper, Profile, Recipe, Tolerance, lazy
 
 
 @dataclass(frozen=True)
@@ -106,16 +106,11 @@ PROFILES = {
 }
 
 
-def _measure(cfg, ctx):
-    from .experiment import measure
-
-    return measure(cfg, ctx)
-
 
 METRICS = ("bfs/agreement", "dfs/agreement", "dijkstra/agreement")
 
 RECIPE = Recipe(
-    paper=PAPER, config_cls=Config, profiles=PROFILES, metrics=METRICS, measure=_measure,
+    paper=PAPER, config_cls=Config, profiles=PROFILES, metrics=METRICS, measure=lazy(".experiment:measure", __package__),
     skips={
         "full": "The paper's larger experiment is its validation on the CLRS-30 graph sets (16-node train/validation, "
                 "64-node test); the cpu profile already runs graphs of those sizes, and the CLRS data itself needs the "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from repro.recipe import Claim, Paper, Profile, Recipe, Tolerance
+from repro.recipe import Claim, Paper, Profile, Recipe, Tolerance, lazy
 
 
 @dataclass(frozen=True)
@@ -151,11 +151,6 @@ PROFILES = {
 }
 
 
-def _measure(cfg, ctx):
-    from .experiment import measure
-
-    return measure(cfg, ctx)
-
 
 METRICS = (
     "equiv/fwd_err_ratio", "equiv/grad_err_ratio", "memory/inference/standard_exponent",
@@ -163,4 +158,4 @@ METRICS = (
     "time/inference/chunked_over_standard",
 )
 
-RECIPE = Recipe(paper=PAPER, config_cls=Config, profiles=PROFILES, metrics=METRICS, measure=_measure)
+RECIPE = Recipe(paper=PAPER, config_cls=Config, profiles=PROFILES, metrics=METRICS, measure=lazy(".experiment:measure", __package__))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from repro.recipe import Claim, Paper, Profile, Recipe, Tolerance, TrainConfig
+from repro.recipe import Claim, Paper, Profile, Recipe, Tolerance, TrainConfig, lazy
 
 
 @dataclass(frozen=True)
@@ -130,11 +130,6 @@ PROFILES = {
 }
 
 
-def _measure(cfg, ctx):
-    from .experiment import measure
-
-    return measure(cfg, ctx)
-
 
 def _plot(per_seed, out_dir):
     from .experiment import plot
@@ -145,7 +140,7 @@ def _plot(per_seed, out_dir):
 METRICS = ("omp/sequence_agreement", "digits/headline/gap_random", "digits/headline/gap_lly")
 
 RECIPE = Recipe(
-    paper=PAPER, config_cls=Config, profiles=PROFILES, metrics=METRICS, measure=_measure, plot=_plot,
+    paper=PAPER, config_cls=Config, profiles=PROFILES, metrics=METRICS, measure=lazy(".experiment:measure", __package__), plot=_plot,
     skips={
         "full": "The paper's datasets (Mice Protein, MNIST, Fashion-MNIST, ISOLET, COIL-20, Activity) need "
                 "download scripts in data_scripts/, outside this package, and the per-dataset accuracies of its "
