@@ -9,7 +9,9 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import List, Optional
 
@@ -467,8 +469,16 @@ def index_cmd(check_only: bool = typer.Option(False, "--check")) -> int:
 # ---------------------------------------------------------------------------- entry point
 
 
+def _sigterm_as_interrupt(signum, frame):  # noqa: ARG001
+    # Schedulers (SLURM preemption, `timeout`, docker stop) send SIGTERM: treat it like Ctrl-C, so a
+    # run stops at once with its finished units and last checkpoint kept and a --resume hint.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_SILENT", "true")
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         rv = app(args=argv, prog_name="repro", standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -147,8 +147,48 @@ sys.exit(cli.main(["run", "toy", "-p", "cpu", "--no-progress", "--wandb", "disab
 """
 
 
+SLEEPY_MEASURE_SCRIPT = r"""
+import dataclasses, pathlib, sys, time
+sys.path.insert(0, {tests!r})
+import toy_recipe
+from repro import registry, cli
+
+def measure(cfg, ctx):
+    pathlib.Path({flag!r}).write_text("measuring")
+    time.sleep(60)
+    return {{"test/mse": 0.0}}
+
+recipe = dataclasses.replace(toy_recipe.make_recipe(), build_model=None, build_data=None, measure=measure)
+registry.get_recipe = lambda name: recipe
+sys.exit(cli.main(["run", "toy", "-p", "cpu", "--no-progress", "--wandb", "disabled"]))
+"""
+
+
+@pytest.mark.cli
+def test_sigterm_outside_lightning_is_an_interruption(tmp_path):
+    """SIGTERM (a scheduler's stop) during a measurement, where no Lightning handler is active,
+    ends the run as `interrupted` with a resume hint instead of killing it mid-write."""
+    flag = tmp_path / "measuring.flag"
+    script = tmp_path / "run_sleepy.py"
+    script.write_text(SLEEPY_MEASURE_SCRIPT.format(tests=str(ROOT / "tests"), flag=str(flag)))
+    runs = Path(os.environ["REPRO_RUNS"])
+    proc = subprocess.Popen([PY, str(script)], env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not flag.exists():
+        time.sleep(0.1)
+    assert flag.exists(), "the measurement never started"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, (out, err)
+    assert "--resume --run-id" in err and "Traceback" not in err
+    (run_dir,) = runs.glob("toy/*")
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
+
+
 @pytest.mark.slow
-def test_ctrl_c_leaves_a_resumable_checkpoint(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_leaves_a_resumable_checkpoint(tmp_path, sig):
     script = tmp_path / "run_toy.py"
     script.write_text(CTRL_C_SCRIPT.format(tests=str(ROOT / "tests")))
     runs = Path(os.environ["REPRO_RUNS"])
@@ -159,7 +199,7 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(tmp_path):
         time.sleep(0.2)
     assert list(runs.glob("toy/*/units/seed0/checkpoints/last.ckpt")), "no checkpoint appeared"
     time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, (out, err)
     assert "--resume --run-id" in err and "Traceback" not in err
