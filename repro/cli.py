@@ -327,9 +327,12 @@ def report(
     if update_readmes:
         from . import catalogue
 
-        changed = rep.bless(runs_dir)
+        skipped: list[str] = []
+        changed = rep.bless(runs_dir, skipped=skipped)
         for c in changed:
             console.print(f"blessed {c}")
+        for s in skipped:
+            console.print(f"[dim]not blessed: {s}[/dim]")
         for slug in catalogue.implemented_slugs():
             if rep.update_readme(slug, catalogue.PAPERS_DIR / slug / "README.md"):
                 console.print(f"updated papers/{slug}/README.md")

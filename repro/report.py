@@ -287,14 +287,49 @@ def update_readme(paper: str, readme: Path, results_dir: Path = RESULTS_DIR) -> 
     return False
 
 
-def bless(runs_root: Path | None = None, results_dir: Path = RESULTS_DIR, papers: list[str] | None = None) -> list[str]:
-    """Copy the latest completed cpu/full result of each paper from the ledger into
-    ``results/`` (with its figures). Returns what changed."""
+def not_canonical(res: dict[str, Any]) -> str:
+    """Why a finished run is not the profile's own run ('' if it is): a calibration run with
+    ``--set``, a subset of arms or seeds, or a run of a profile whose config has changed since
+    (its claims would then describe a setting the recipe no longer runs)."""
+    from . import config, registry
+    from .errors import ReproError
+
+    if res.get("overrides"):
+        return "ran with --set " + " ".join(res["overrides"])
+    try:
+        profile = registry.get_recipe(res["paper"]).profiles[res["profile"]]
+    except (ReproError, KeyError):
+        return f"no profile {res['paper']}/{res['profile']} in this checkout"
+    ran_arms = {a for a in (res.get("arms") or []) if a}
+    if ran_arms != set(profile.arms):
+        return f"ran arms {sorted(ran_arms)}, the profile has {sorted(profile.arms)}"
+    if len(res.get("seeds") or []) < profile.seeds:
+        return f"ran {len(res.get('seeds') or [])} seed(s), the profile has {profile.seeds}"
+    if res.get("config_hash") != config.config_hash(profile.config):
+        return "the profile's config changed since this run (re-run it)"
+    return ""
+
+
+def bless(runs_root: Path | None = None, results_dir: Path = RESULTS_DIR, papers: list[str] | None = None,
+          skipped: list[str] | None = None) -> list[str]:
+    """Copy the latest completed canonical cpu/full run of each paper (see
+    :func:`not_canonical`) from the ledger into ``results/`` (with its figures). Returns what
+    changed; runs passed over are described in ``skipped``."""
     changed = []
     root = runs_root or ledger.runs_root()
-    for (paper, profile), res in ledger.latest_results(root).items():
-        if profile not in BLESSED_PROFILES or (papers and paper not in papers):
+    newest: dict[tuple[str, str], dict[str, Any]] = {}
+    for _, res in ledger.iter_results(root):
+        key = (res.get("paper"), res.get("profile"))
+        if res.get("status") != "completed" or key[1] not in BLESSED_PROFILES or (papers and key[0] not in papers):
             continue
+        why = not_canonical(res)
+        if why:
+            if skipped is not None:
+                skipped.append(f"{key[0]}/{key[1]} {res['run_id']}: {why}")
+            continue
+        if key not in newest or res["run_id"] > newest[key]["run_id"]:
+            newest[key] = res
+    for (paper, profile), res in sorted(newest.items()):
         dest = results_dir / paper / f"{profile}.json"
         old = json.loads(dest.read_text()) if dest.exists() else None
         if old and old["run_id"] >= res["run_id"]:
