@@ -5,7 +5,7 @@ alone (no reference): the soft alignment ``alpha`` between the I output tokens a
 J input tokens (``<eos>`` included on both sides, as the official scorer appends it),
 every output row a distribution over the input (``sum_j alpha_ij = 1``).
 
-Section 2 of the paper, in the form of the official scorer (M4t1ss/ConfidenceThroughAttention,
+The paper's penalties, in the form of the official scorer (M4t1ss/ConfidenceThroughAttention,
 ``thecode.py``: ``getCP``, ``getEnt`` on input rows, ``getRevEnt`` on output rows), which
 we follow where the formulas printed in the paper/poster are ambiguous:
 
@@ -54,7 +54,7 @@ from .data import BOS, CORRUPTIONS, EOS, PAD, corrupt, decoder_input, pad_batch
 TERMS = ("cdp", "ap_out", "ap_in", "total")
 
 
-# ---------------------------------------------------------------------------- the scores (Sec. 2)
+# ---------------------------------------------------------------------------- the scores
 def _xlogx(p: Tensor) -> Tensor:
     return torch.where(p > 0, p * torch.log(p.clamp_min(1e-30)), torch.zeros_like(p))
 

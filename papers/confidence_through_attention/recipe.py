@@ -55,7 +55,7 @@ class Config(TrainConfig):
     log_every_n_steps: int = 50
     check_val_every_n_epoch: int = 1
     checkpoint_every_n_epochs: int = 0
-    # confidence (Sec. 2; official thecode.py)
+    # confidence (the official thecode.py)
     cdp_power: float = 6.0  # |1 - coverage|^p in CDP: 6 in the official getCP, 2 in the printed formula
     attn_layer: int = -1  # which decoder layer's cross-attention (averaged over heads) is the alignment
     # greedy decoding length limit: max_len_a * |src| + max_len_b tokens
@@ -141,13 +141,13 @@ CPU_CLAIMS = (
         id="confidence-separates-corrupted-outputs", metric="sep/auroc_total", reported=0.75, better="higher",
         bound=True,
         tolerance=Tolerance("abs", 0.0, "definition",
-                            "Our reading of 'filtering out bad translations' (Sec. 3.1) at toy scale: the summed "
+                            "Our reading of 'filtering out bad translations' (abstract, use case 1) at toy scale: the summed "
                             "confidence ranks a reference above a corrupted output in at least 75% of pairs. "
                             "With 600 positives and 600 negatives the AUROC's standard error is about 0.015 "
                             "(Hanley-McNeil near 0.8), so 0.75 is not decided by sampling noise if the mean "
                             "over 3 seeds is clearly above it; the threshold is ours, not a paper number."),
         kind="expectation", seeds=3, aggregate="mean",
-        source="Abstract and Sec. 3 (use case 1: the confidence score filters bad translations out of a "
+        source="Abstract (use case 1: the confidence score filters bad translations out of a "
                "back-translated corpus); expectation stated before running, toy reversal analogue (papers.md row 13)",
         protocol=_PROTO + " 600 held-out references (lengths 3-10) vs one corrupted output each, in turn: a span "
                           "of ~30% dropped, a span of ~30% repeated, or another sentence's output; both force-"
