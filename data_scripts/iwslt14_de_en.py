@@ -69,7 +69,7 @@ INFO = DatasetInfo(
     size="~19 MB",
     files=(RemoteFile(URL, ARCHIVE),),
     layout=PREPARED + (META,),
-    used_by=(),
+    used_by=("confidence_through_attention",),  # its smoke profile; the Transformer IWSLT baselines of the family can use it
 )
 
 
