@@ -100,6 +100,18 @@ def confidence_naive(alpha: Tensor, n_out: int, n_in: int, cdp_power: float = 6.
     return {"cdp": cdp, "ap_out": ap_out, "ap_in": ap_in, "total": cdp + ap_out + ap_in}
 
 
+def filter_by_confidence(items: Sequence, scores: Sequence[float], keep_fraction: float) -> list:
+    """Use case 1: keep the ``keep_fraction`` of ``items`` (e.g. back-translated sentence
+    pairs) with the highest confidence, in their original order (ties broken by position)."""
+    if len(items) != len(scores):
+        raise ValueError(f"{len(scores)} scores for {len(items)} items")
+    if not 0.0 <= keep_fraction <= 1.0:
+        raise ValueError("keep_fraction must be in [0, 1]")
+    k = round(keep_fraction * len(items))
+    best = sorted(range(len(items)), key=lambda i: (-scores[i], i))[:k]
+    return [items[i] for i in sorted(best)]
+
+
 def hybrid_select(conf_a: Sequence[float], conf_b: Sequence[float]) -> list[int]:
     """Use case 2 (the official ``hybrid.py``): per sentence 0 if system A's confidence is
     higher, else 1 (ties go to B, as in the official comparison ``Mult1 > Mult2``)."""

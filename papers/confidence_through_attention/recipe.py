@@ -207,7 +207,8 @@ RECIPE = Recipe(
                 "the aggregator BLEUs listed in papers.md are unconfirmed. So there are no kind='paper' claims "
                 "and no full profile (and no WMT17 data script yet).",
         "filtering": "Use case 1 at toy scale (filter a noisy synthetic parallel set by confidence, retrain, "
-                     "compare BLEU) is not run; the cpu profile checks the separation it relies on instead.",
+                     "compare BLEU) is implemented as model.filter_by_confidence (unit-tested) but not run; the "
+                     "cpu profile checks the separation it relies on instead.",
         "hybrid": "Use case 2 (hybrid selection between two systems) is implemented (model.hybrid_select, "
                   "unit-tested) but not measured: it needs two differently built systems per seed.",
         "rnn": "The paper scores RNN attention (Nematus, Neural Monkey); we score the cross-attention of the "

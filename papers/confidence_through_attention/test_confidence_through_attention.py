@@ -14,7 +14,7 @@ import torch
 from papers.confidence_through_attention.data import (
     CORRUPTIONS, EOS, PAD, corrupt, decoder_input, pad_batch, reversal_pairs)
 from papers.confidence_through_attention.model import (
-    ConfidenceNMT, alignment, confidence, confidence_naive, hybrid_select)
+    ConfidenceNMT, alignment, confidence, confidence_naive, filter_by_confidence, hybrid_select)
 from papers.confidence_through_attention.recipe import SMOKE, Config
 
 pytestmark = pytest.mark.unit
@@ -102,6 +102,15 @@ def test_padding_does_not_change_a_sentence_score():
 
 def test_hybrid_selection_matches_the_official_rule():
     assert hybrid_select([-1.0, -2.0, -3.0], [-2.0, -1.0, -3.0]) == [0, 1, 1]  # ties go to the second system
+
+
+def test_filtering_keeps_the_most_confident_in_order():
+    items = ["a", "b", "c", "d", "e"]
+    assert filter_by_confidence(items, [-0.1, -2.0, -0.5, -0.5, -3.0], 0.6) == ["a", "c", "d"]
+    assert filter_by_confidence(items, [0.0] * 5, 0.4) == ["a", "b"]  # ties: earlier first
+    assert filter_by_confidence(items, [0.0] * 5, 0.0) == []
+    with pytest.raises(ValueError):
+        filter_by_confidence(items, [0.0], 0.5)
 
 
 def test_corruptions_always_differ_and_keep_their_kind():
