@@ -23,9 +23,9 @@ Preparation (our own Python; the steps of the fairseq script):
    ``train`` = the other lines; ``test`` = the concatenation of dev2010, TEDX dev2012,
    tst2010, tst2011 and tst2012 (in that order).
 
-fairseq's preprocessing log reports 160,239 / 7,283 / 6,750 sentence pairs for train /
-valid / test; ``prepare`` checks these counts on real data (a different archive or a
-preprocessing difference shows up there). BPE is *not* part of this layout: recipes
+fairseq's script is commonly quoted as giving 160,239 / 7,283 / 6,750 sentence pairs for
+train / valid / test (not confirmed from a primary source here); ``prepare`` compares real
+data with these counts and records a difference in ``meta.json`` with a warning. BPE is *not* part of this layout: recipes
 learn it with ``repro.bpe`` (fairseq: a joint 10K BPE on train.de + train.en) and cache
 the model beside the prepared files (``<root>/bpe/``).
 
@@ -37,6 +37,8 @@ runs the same ``prepare`` on it, so the smoke profile exercises the real pipelin
 """
 
 from __future__ import annotations
+
+import warnings
 
 import json
 import random
@@ -212,17 +214,23 @@ def prepare(root: Path) -> None:
                 for lang in LANGS}
         test += list(zip(segs["de"], segs["en"]))
     out = {"train": train, "valid": valid, "test": test}
+    count_warning = ""
     if not fixture:
+        # The expected counts are the commonly quoted output of fairseq's script; they could not be
+        # confirmed from a primary source here, so a difference is recorded and shown, not fatal.
         wrong = {s: len(v) for s, v in out.items() if len(v) != EXPECTED[s]}
         if wrong:
-            raise ChecksumError(f"iwslt14_de_en: prepared {wrong} pairs, fairseq's preprocessing gives "
-                                f"{ {s: EXPECTED[s] for s in wrong} }: a different archive or tokenizer version")
+            count_warning = (f"prepared {wrong} pairs where fairseq's prepare-iwslt14.sh is commonly quoted "
+                             f"with { {s: EXPECTED[s] for s in wrong} } (unconfirmed): check the archive and "
+                             "the sacremoses version before comparing BLEU with published numbers")
+            warnings.warn(f"iwslt14_de_en: {count_warning}", stacklevel=2)
     for split, ps in out.items():
         for i, lang in enumerate(LANGS):
             tmp = root / f"{split}.{lang}.tmp"
             tmp.write_text("".join(p[i] + "\n" for p in ps), encoding="utf-8")
             tmp.replace(root / f"{split}.{lang}")
     meta = {"dataset": "iwslt14_de_en", "fixture": fixture, "pairs": {s: len(v) for s, v in out.items()},
+            "count_warning": count_warning,
             "raw_lines": raw_counts, "source": URL, "tokenized": "moses (sacremoses), lowercased",
             "clean": {"min": MIN_LEN, "max": MAX_LEN, "ratio": RATIO}, "valid_every": VALID_EVERY,
             "test_sets": list(TEST_SETS)}
