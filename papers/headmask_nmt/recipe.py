@@ -89,7 +89,7 @@ _PROTO = (
     "Toy translation: source = 4-10 words from 40, target = each word through a fixed random lexicon with adjacent "
     "word pairs swapped. TransformerSeq2Seq (pre-norm, 2+2 layers, d=64, 4 heads: 8 encoder-self, 8 decoder-self, "
     "8 cross = 24 heads; FFN 128, dropout 0.1, shared embeddings), label smoothing 0.1, Adam(0.9, 0.98) lr 2e-3, "
-    "100 warm-up steps then inverse sqrt, batch 64, 600 steps on 20k pairs per seed. Arms: baseline; random_k = 3 heads "
+    "100 warm-up steps then inverse sqrt, batch 64, 400 steps on 20k pairs per seed. Arms: baseline; random_k = 3 heads "
     "(12.5%) drawn anew per batch and zeroed; impt_k = the 3 heads with the largest |dL/dxi_h| on the batch zeroed. "
     "No mask at test time."
 )

@@ -46,7 +46,7 @@ class NMTConfig(TrainConfig):
     max_tokens: int = 0  # >0: batches of at most this many padded tokens (TokenBatchSampler)
     eval_batch_size: int = 250
     max_epochs: int = 1_000  # max_steps ends training first
-    max_steps: int = 600
+    max_steps: int = 400
     log_every_n_steps: int = 50
     check_val_every_n_epoch: int = 1_000
     checkpoint_every_n_epochs: int = 0

@@ -182,32 +182,31 @@ def recording(net: TransformerSeq2Seq) -> Iterator[dict[str, list[nn.Module]]]:
 # --------------------------------------------------------------------------- references
 def rela_reference(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, norm: GatedRMSNorm,
                    scale: float | None = None) -> Tensor:
-    """Loop-by-loop ReLA for tests: for every batch element, query position and head,
-    ``sum_j max(0, q.k_j * scale) v_j`` over allowed keys; then the gated RMSNorm over the
-    concatenated heads, element by element. ``allowed``: ``(B, Lq, Lk)`` booleans."""
+    """Loop-by-loop ReLA for tests (differentiable): for every batch element, query
+    position and head, ``sum_j max(0, q.k_j * scale) v_j`` over the allowed keys; then the
+    gated RMSNorm over the concatenated heads, one position at a time.
+    ``allowed``: ``(B, Lq, Lk)`` booleans."""
     b, h, lq, d = q.shape
     scale = 1.0 / math.sqrt(d) if scale is None else scale
-    out = torch.zeros(b, lq, h * d, dtype=q.dtype)
+    rows = []
     for bi in range(b):
+        per_pos = []
         for i in range(lq):
+            heads = []
             for hi in range(h):
                 acc = torch.zeros(d, dtype=q.dtype)
                 for j in range(k.shape[2]):
                     if allowed[bi, i, j]:
-                        s = float((q[bi, hi, i] * k[bi, hi, j]).sum()) * scale
-                        acc = acc + max(s, 0.0) * v[bi, hi, j]
-                out[bi, i, hi * d:(hi + 1) * d] = acc
-    res = torch.zeros_like(out)
-    for bi in range(b):
-        for i in range(lq):
-            x = out[bi, i]
-            rms = math.sqrt(float((x * x).sum()) / x.numel() + norm.eps)
-            for c in range(x.numel()):
-                y = float(norm.scale[c]) * float(x[c]) / rms
-                if norm.gate is not None:
-                    y *= 1.0 / (1.0 + math.exp(-float(norm.gate[c]) * float(x[c])))
-                res[bi, i, c] = y
-    return res.view(b, lq, h, d).transpose(1, 2)
+                        s = (q[bi, hi, i] * k[bi, hi, j]).sum() * scale
+                        acc = acc + torch.clamp_min(s, 0.0) * v[bi, hi, j]
+                heads.append(acc)
+            x = torch.cat(heads)  # the concatenated heads of position i
+            y = norm.scale * x / torch.sqrt((x * x).sum() / x.numel() + norm.eps)
+            if norm.gate is not None:
+                y = y / (1.0 + torch.exp(-norm.gate * x))
+            per_pos.append(y)
+        rows.append(torch.stack(per_pos))
+    return torch.stack(rows).view(b, lq, h, d).transpose(1, 2)
 
 
 # --------------------------------------------------------------------------- analysis (Sec. 5)

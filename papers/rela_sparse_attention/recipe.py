@@ -98,7 +98,7 @@ _PROTO = (
     "Toy translation: source = 4-10 words from 40, target = each word through a fixed random lexicon with adjacent "
     "word pairs swapped (gold alignment known). TransformerSeq2Seq (pre-norm, 2+2 layers, d=64, 4 heads, FFN 128, "
     "dropout 0.1, shared embeddings), label smoothing 0.1, Adam(0.9, 0.98) lr 2e-3 with 100 warm-up steps then "
-    "inverse sqrt, batch 64, 600 steps on 20k pairs per seed; arms differ only in the attention function of every "
+    "inverse sqrt, batch 64, 400 steps on 20k pairs per seed; arms differ only in the attention function of every "
     "layer (softmax = SDPA; rela = ReLU + gated RMSNorm as the authors' gated_rms_norm; entmax15 = entmax "
     "package). Test: 1000 fresh pairs, greedy decoding."
 )
