@@ -117,9 +117,23 @@ def _member(archive: Path, suffix: str) -> bytes:
                 raise ChecksumError(f"wmt16_ro_en: {archive.name} has {len(names)} members ending in {suffix!r}")
             fh = tf.extractfile(names[0])
             return fh.read() if fh else b""
-    except tarfile.TarError as exc:
+    except (tarfile.TarError, EOFError, OSError) as exc:
         raise ChecksumError(f"wmt16_ro_en: {archive.name} is not a readable archive ({exc}); delete it and run "
                             f"`repro data download wmt16_ro_en`") from None
+
+
+def _readable_archive(path: Path) -> bool:
+    """A complete zip, or a tar(.gz) that can be read to its end (a truncated gzip stream
+    fails here, not halfway through ``prepare``)."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                return zf.testzip() is None
+        with tarfile.open(path) as tf:
+            tf.getmembers()
+        return True
+    except (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile):
+        return False
 
 
 def _layout_present(root: Path) -> bool:
@@ -135,8 +149,7 @@ def verify(root: Path) -> dict[str, int]:
             raise DataMissing(f"wmt16_ro_en: {', '.join(missing)} missing under {root}",
                               hint="repro data download wmt16_ro_en")
         for r in ARCHIVES:
-            p = root / r.filename
-            if not (zipfile.is_zipfile(p) or tarfile.is_tarfile(p)):
+            if not _readable_archive(root / r.filename):
                 raise ChecksumError(f"wmt16_ro_en: {r.filename} is not a readable archive (truncated download?); "
                                     f"delete it and run `repro data download wmt16_ro_en`")
         return {}
