@@ -172,3 +172,13 @@ def test_recipe_is_consistent():
     assert d["gap/imp_cv_random_k_minus_baseline"] == pytest.approx(-0.3)
     assert d["gap/bleu_random_k_minus_baseline"] == pytest.approx(-1.0)
     assert dataclasses.is_dataclass(cfg)
+
+
+@unit
+def test_plot_draws_the_figure(tmp_path):
+    from papers.headmask_nmt.recipe import plot
+
+    per_seed = {f"{a}/{k}": [1.0, 2.0, None] for a in ("baseline", "random_k", "impt_k")
+                for k in ("importance/cv", "ablation/drop_std", "test/bleu")}
+    plot(per_seed, tmp_path)
+    assert (tmp_path / "head_inequality.png").stat().st_size > 1000

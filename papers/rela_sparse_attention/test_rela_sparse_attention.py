@@ -233,3 +233,14 @@ def test_recipe_is_consistent():
     assert d["gap/bleu_rela_minus_softmax"] == pytest.approx(-1.5)
     assert d["gap/align_rela_minus_entmax15"] == pytest.approx(10.0)
     assert "papers.rela_sparse_attention.recipe" in sys.modules
+
+
+@unit
+def test_plot_draws_the_figure(tmp_path):
+    from papers.rela_sparse_attention.recipe import plot
+
+    per_seed = {f"{a}/attn/{s}_{k}": [0.1, 0.2, None] for a in ("softmax", "rela", "entmax15")
+                for s in ("sparsity", "null_rate") for k in ("encoder", "decoder", "cross")}
+    per_seed |= {f"{a}/test/bleu": [50.0, 60.0, 55.0] for a in ("softmax", "rela", "entmax15")}
+    plot(per_seed, tmp_path)
+    assert (tmp_path / "sparsity_null_bleu.png").stat().st_size > 1000
