@@ -244,3 +244,20 @@ def test_plot_draws_the_figure(tmp_path):
     per_seed |= {f"{a}/test/bleu": [50.0, 60.0, 55.0] for a in ("softmax", "rela", "entmax15")}
     plot(per_seed, tmp_path)
     assert (tmp_path / "sparsity_null_bleu.png").stat().st_size > 1000
+
+
+@unit
+def test_token_batching_path_of_the_full_profile(tmp_path, monkeypatch):
+    """The full profile batches by tokens (TokenBatchSampler); run that path on the fixture."""
+    monkeypatch.setenv("REPRO_DATA", str(tmp_path))
+    import data_scripts
+    from papers.rela_sparse_attention.recipe import FULL
+
+    root = data_scripts.build_fixture("wmt16_ro_en")
+    cfg = dataclasses.replace(FULL, data_dir=str(root), bpe_vocab=300, max_tokens=200)
+    dm = NMTData(cfg, seed=1)
+    dm.setup()
+    batches = list(dm.train_dataloader())
+    assert sum(b["src"].shape[0] for b in batches) == len(dm.splits["train"])
+    for b in batches:
+        assert b["src"].shape[0] * max(b["src"].shape[1], b["tgt"].shape[1]) <= 200
