@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from papers.rela_sparse_attention.config import NMTConfig
+from repro.nmt_config import NMTConfig
 from repro.recipe import Claim, Paper, Profile, Recipe, Tolerance
 
 

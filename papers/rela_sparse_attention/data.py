@@ -8,7 +8,7 @@
   ``data_scripts/wmt16_ro_en.py`` (its fixture in smoke), joint sentencepiece BPE.
 """
 
-from .nmt import BOS, EOS, PAD, UNK, NMTData, collate, decoder_input, make_toy, per_example_loss, toy_words
+from repro.nmt import BOS, EOS, PAD, UNK, NMTData, collate, decoder_input, make_toy, per_example_loss, toy_words
 
 __all__ = ["BOS", "EOS", "PAD", "UNK", "NMTData", "collate", "decoder_input", "make_toy", "per_example_loss",
            "toy_words"]

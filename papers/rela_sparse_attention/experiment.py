@@ -10,7 +10,7 @@ def measure(cfg, ctx) -> dict[str, float]:
     import torch
 
     from .model import attention_statistics, install
-    from .nmt import NMTData, NMTModule, decoder_input
+    from repro.nmt import NMTData, NMTModule, decoder_input
 
     class ReLAModule(NMTModule):
         def configure_attention(self, net):

@@ -220,7 +220,7 @@ def attention_statistics(net: TransformerSeq2Seq, batches: list[dict[str, Tensor
       real target words (</s> excluded) whose largest weight falls on the gold source word
       (a row of zeros counts as a miss); reported for the best head and averaged over
       heads (the paper's AER figure shows best-head and head-average curves)."""
-    from .nmt import PAD, decoder_input
+    from repro.nmt import PAD, decoder_input
 
     zero = {k: 0 for k in ("encoder", "decoder", "cross")}
     total, nulls, rows = dict(zero), dict(zero), dict(zero)

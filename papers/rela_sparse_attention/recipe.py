@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from repro.recipe import Claim, Paper, Profile, Recipe, Tolerance
 
-from .config import NMTConfig
+from repro.nmt_config import NMTConfig
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from papers.rela_sparse_attention.model import (GatedRMSNorm, ProbKernel, ReLAKernel, attention_layers,
                                                 attention_statistics, install, recording, rela_reference,
                                                 rela_weights)
-from papers.rela_sparse_attention.nmt import (BOS, EOS, FIRST_WORD, PAD, NMTData, collate, decoder_input,
+from repro.nmt import (BOS, EOS, FIRST_WORD, PAD, NMTData, collate, decoder_input,
                                               make_toy, toy_words)
 from repro.blocks.attention import causal_mask, sdpa_attention
 from repro.blocks.seq2seq import TransformerSeq2Seq

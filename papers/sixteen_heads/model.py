@@ -42,25 +42,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from repro.blocks.seq2seq import TransformerSeq2Seq
+from repro.head_importance import KINDS, Mask, mask_shape, normalize_by_layer, ones_mask  # noqa: F401 (re-exported)
+from repro.head_importance import head_importance as shared_importance
 
 from .data import PAD, decoder_input, vocab_size
 
-KINDS = ("encoder", "decoder", "cross")  # Enc-Enc, Dec-Dec, Enc-Dec attention (the paper's E, D, A)
-Mask = dict[str, Tensor]
+# KINDS: Enc-Enc, Dec-Dec, Enc-Dec attention (the paper's E, D, A)
 Head = tuple[str, int, int]  # (kind, layer, head)
 
 
 # ---------------------------------------------------------------------------- masks
-def mask_shape(net: TransformerSeq2Seq) -> dict[str, tuple[int, int]]:
-    return {"encoder": (len(net.encoder), net.heads), "decoder": (len(net.decoder), net.heads),
-            "cross": (len(net.decoder), net.heads)}
-
-
-def ones_mask(net: TransformerSeq2Seq) -> Mask:
-    dev = next(net.parameters()).device
-    return {k: torch.ones(*s, device=dev) for k, s in mask_shape(net).items()}
-
-
 def all_heads(mask: Mask) -> list[Head]:
     return [(k, layer, h) for k in KINDS if k in mask for layer in range(mask[k].shape[0])
             for h in range(mask[k].shape[1])]
@@ -114,35 +105,10 @@ def accuracy(net: TransformerSeq2Seq, batches: Iterable[dict[str, Tensor]], head
 # ---------------------------------------------------------------------------- importance (Sec. 4.1)
 def head_importance(net: TransformerSeq2Seq, batches: Iterable[dict[str, Tensor]], *, base_mask: Mask | None = None,
                     normalize: bool = True) -> Mask:
-    """I_h = E_x |dL(x)/dxi_h| for every head, at the gates ``base_mask`` (default all 1).
-
-    One backward pass per batch gives every example's gradient: the gate of each layer is
-    expanded to one copy per example, ``(layers, B, heads, 1, 1)``, so d(sum_b L(x_b))/d
-    xi[l, b, h] = dL(x_b)/dxi_h. ``normalize``: divide each layer's scores by their l2
-    norm (per attention kind and layer)."""
-    was_training = net.training
-    net.eval()
-    base = base_mask or ones_mask(net)
-    scores = {k: torch.zeros_like(v) for k, v in base.items()}
-    n = 0
-    for b in batches:
-        bsz = b["src"].shape[0]
-        gates = {k: v[:, None, :, None, None].expand(v.shape[0], bsz, v.shape[1], 1, 1).clone().requires_grad_(True)
-                 for k, v in base.items()}
-        with torch.enable_grad():
-            loss = per_example_loss(net, b, gates).sum()
-            grads = torch.autograd.grad(loss, [gates[k] for k in base])
-        for k, g in zip(base, grads):
-            scores[k] += g.detach().abs().sum(dim=1).view_as(scores[k])
-        n += bsz
-    net.train(was_training)
-    scores = {k: v / max(n, 1) for k, v in scores.items()}
-    return normalize_by_layer(scores) if normalize else scores
-
-
-def normalize_by_layer(scores: Mask) -> Mask:
-    """Each layer's scores divided by their l2 norm (the paper's per-layer normalisation)."""
-    return {k: v / v.norm(dim=-1, keepdim=True).clamp_min(1e-20) for k, v in scores.items()}
+    """I_h = E_x |dL(x)/dxi_h| for every head at the gates ``base_mask`` (default all 1), with
+    L the summed token NLL of the reference; ``normalize``: the paper's per-layer l2
+    normalisation. The gate-gradient computation is the shared ``repro.head_importance``."""
+    return shared_importance(net, batches, per_example_loss, base_mask=base_mask, normalize=normalize)
 
 
 # ---------------------------------------------------------------------------- pruning (Sec. 4)

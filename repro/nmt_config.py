@@ -1,5 +1,5 @@
-"""The configuration of the shared NMT pipeline (``nmt.py``); no torch import here, so
-recipes (this one and ``headmask_nmt``) can subclass it at module level."""
+"""The configuration of the shared NMT pipeline (``repro.nmt``); no torch import here, so
+recipes (``rela_sparse_attention``, ``headmask_nmt``) can subclass it at module level."""
 
 from __future__ import annotations
 

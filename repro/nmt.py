@@ -1,4 +1,4 @@
-"""A small NMT pipeline on the shared blocks, used by this paper and by ``headmask_nmt``.
+"""A small NMT pipeline on the shared blocks (used by ``rela_sparse_attention`` and ``headmask_nmt``).
 
 Two tasks produce the same batches (``src``, ``tgt`` right-padded; ids 0 <pad>, 1 <s>,
 2 </s>, 3 <unk>):
@@ -19,8 +19,8 @@ decodes (greedy or beam) and logs sacreBLEU and teacher-forced token accuracy. P
 change it through two hooks: ``configure_attention(net)`` (swap the attention of each
 layer) and ``train_head_mask(batch)`` (gate heads during a training step).
 
-This module would belong in ``repro/`` once the family's shared BPE module lands (see
-the report); it imports no other paper.
+Its ``corpus`` task trains its sentencepiece model in memory; ``repro.bpe`` (cached models
+keyed by settings and corpus hash) is the family's shared BPE for full-scale data.
 """
 
 from __future__ import annotations
