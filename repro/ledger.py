@@ -128,6 +128,7 @@ def index_entry(result: dict[str, Any]) -> dict[str, Any]:
         "commit": result["environment"].get("git", {}).get("commit"),
         "dirty": result["environment"].get("git", {}).get("dirty"),
         "wall_time_s": result["wall_time_s"],
+        "cpu_time_s": result.get("cpu_time_s"),
         "path": f"{result['paper']}/{result['run_id']}/result.json",
     }
 

@@ -99,6 +99,18 @@ class RunContext:
         return fit_and_test(model, datamodule, trainer, ckpt_path=last_checkpoint(sub))
 
 
+def _cpu_seconds() -> float:
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _torch_threads() -> int | None:
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
+
+
 def _seed_list(opts: RunOptions, profile: Profile) -> list[int]:
     needed = max([profile.seeds, *[c.seeds for c in profile.claims]])
     n = opts.seeds if opts.seeds is not None else needed
@@ -218,7 +230,7 @@ def execute(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
 
     per_unit: dict[str, dict[str, Any]] = {}
     errors: list[str] = []
-    t0 = time.time()
+    t0, cpu0 = time.time(), _cpu_seconds()
     try:
         for seed in seeds:
             for arm in arms:
@@ -332,6 +344,11 @@ def execute(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
         "environment": env,
         "wandb": tracker.info(),
         "wall_time_s": wall if not opts.resume else round(time.time() - started, 3),
+        # CPU seconds of this process and its children (this session, not a resumed run's earlier
+        # part): unlike the wall time it does not grow when other jobs share the machine, and for
+        # a one-thread run it equals the wall time on an idle core.
+        "cpu_time_s": round(_cpu_seconds() - cpu0, 3),
+        "torch_threads": _torch_threads(),
         "started": started,
         "finished": time.time(),
     }

@@ -38,6 +38,7 @@ def test_result_schema_ledger_and_claims(tmp_path):
     assert stored["environment"]["packages"]["torch"]
     assert stored["units"]["seed0"]["training"]["epochs"] == 4
     assert stored["units"]["seed0"]["training"]["global_step"] == 32
+    assert 0 < stored["cpu_time_s"] and stored["torch_threads"] >= 1  # cost beside the wall time
     (entry,) = ledger.read_index(tmp_path)
     assert entry["run_id"] == res["run_id"] and entry["verdicts"] == {"reproduced": 1}
     assert json.loads((tmp_path / "toy" / res["run_id"] / "run.json").read_text())["status"] == "completed"
