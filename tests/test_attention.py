@@ -112,3 +112,49 @@ def test_transformer_encoder_shapes_causality_and_grads(norm_first, positions):
     torch.testing.assert_close(enc(tok2)[:, :6], h[:, :6])  # causal: the past does not change
     h.sum().backward()
     assert all(p.grad is not None for n, p in enc.named_parameters() if not n.startswith("pos") or positions == "learned")
+
+
+def test_need_weights_uses_the_kernels_own_weights_or_refuses():
+    """Softmax kernels report softmax probabilities; another kernel reports what it applies
+    (its ``weights``) or need_weights raises instead of returning softmax weights it never used."""
+    from repro.blocks.attention import MultiHeadAttention, softmax_weights
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 8)
+
+    def relu_attention(q, k, v, mask=None, *, causal=False, scale=None, dropout_p=0.0):
+        return torch.matmul(relu_attention.weights(q, k, mask, causal=causal), v)
+
+    relu_attention.weights = lambda q, k, mask=None, causal=False: torch.relu(q @ k.transpose(-2, -1))
+    mha = MultiHeadAttention(8, 2, attn=relu_attention)
+    out, w = mha(x, need_weights=True)
+    assert torch.allclose(out, mha(x), atol=1e-6)
+    q, k = mha.split(mha.q_proj(x)), mha.split(mha.k_proj(x))
+    assert torch.allclose(w, torch.relu(q @ k.transpose(-2, -1)))
+    assert not torch.allclose(w, softmax_weights(q, k))
+
+    def opaque(q, k, v, mask=None, *, causal=False, scale=None, dropout_p=0.0):
+        return v
+    with pytest.raises(ValueError, match="opaque"):
+        MultiHeadAttention(8, 2, attn=opaque)(x, need_weights=True)
+    sm = MultiHeadAttention(8, 2)
+    out, w = sm(x, need_weights=True)
+    assert torch.allclose(out, sm(x), atol=1e-5) and torch.allclose(w.sum(-1), torch.ones(2, 2, 5))
+
+
+def test_set_attention_replaces_a_module_kernel_with_a_function():
+    from torch import nn
+
+    from repro.blocks.attention import naive_attention
+    from repro.blocks.seq2seq import TransformerSeq2Seq
+
+    class Kernel(nn.Module):
+        is_softmax = True
+
+        def forward(self, q, k, v, mask=None, *, causal=False, scale=None, dropout_p=0.0):
+            return naive_attention(q, k, v, mask, causal=causal, scale=scale)
+
+    net = TransformerSeq2Seq(11, 11, dim=8, heads=2, encoder_layers=1, decoder_layers=1, ffn_dim=16)
+    net.set_attention(Kernel())
+    net.set_attention("naive")
+    assert all(m.attn is naive_attention for m in net.modules() if hasattr(m, "q_proj"))

@@ -105,4 +105,5 @@ def chunked_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = Non
     return outs[0] if len(outs) == 1 else torch.cat(outs, dim=-2)
 
 
+chunked_attention.is_softmax = True  # exact softmax attention, computed in chunks
 register_attention("chunked", chunked_attention)

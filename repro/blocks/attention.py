@@ -69,6 +69,28 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, 
                                           dropout_p=dropout_p)
 
 
+# Kernels that compute exactly softmax(q k^T * scale + mask) v, whose probabilities
+# ``softmax_weights`` reproduces. Another kernel (linear, ReLU, sparsemax, ...) can give
+# ``need_weights=True`` its own weights through a ``weights(q, k, mask, causal=, scale=)``
+# attribute, or mark itself ``is_softmax = True`` when it is an exact softmax variant.
+naive_attention.is_softmax = True
+sdpa_attention.is_softmax = True
+
+
+def kernel_weights(kernel: Callable[..., Tensor], q: Tensor, k: Tensor, mask: Tensor | None = None, *,
+                   causal: bool = False) -> Tensor:
+    """The attention weights ``(B, H, Lq, Lk)`` that ``kernel`` applies to ``v``."""
+    own = getattr(kernel, "weights", None)
+    if callable(own):
+        return own(q, k, mask, causal=causal)
+    if getattr(kernel, "is_softmax", False):
+        return softmax_weights(q, k, mask, causal=causal)
+    name = getattr(kernel, "__name__", type(kernel).__name__)
+    raise ValueError(
+        f"need_weights=True: attention kernel {name!r} is not softmax attention and has no "
+        "weights(q, k, mask, causal=) method, so its weights cannot be reported")
+
+
 _REGISTRY: dict[str, Callable[..., Tensor]] = {
     "softmax": sdpa_attention, "sdpa": sdpa_attention, "naive": naive_attention,
 }
@@ -122,8 +144,9 @@ class MultiHeadAttention(nn.Module):
     def forward(self, x: Tensor, context: Tensor | None = None, mask: Tensor | None = None,
                 causal: bool = False, need_weights: bool = False, head_mask: Tensor | None = None,
                 cache: dict[str, Tensor] | None = None) -> Tensor | tuple[Tensor, Tensor]:
-        """``need_weights=True`` also returns the attention probabilities ``(B, H, Lq, Lk)``
-        (computed explicitly, so only for softmax attention; the fused path returns none)."""
+        """``need_weights=True`` also returns the attention weights ``(B, H, Lq, Lk)``: softmax
+        probabilities computed explicitly for softmax kernels, the kernel's own ``weights``
+        for others (:func:`kernel_weights`; an error if it has none)."""
         ctx = x if context is None else context
         q = self.split(self.q_proj(x))
         if cache is not None and context is not None and "k" in cache:
@@ -138,10 +161,12 @@ class MultiHeadAttention(nn.Module):
             mask = mask[:, None]
         p = self.dropout if self.training else 0.0
         weights = None
-        if need_weights:
+        if need_weights and getattr(self.attn, "is_softmax", False):
             weights = softmax_weights(q, k, mask, causal=causal)
             out = torch.matmul(F.dropout(weights, p) if p > 0 else weights, v)
         else:
+            if need_weights:
+                weights = kernel_weights(self.attn, q, k, mask, causal=causal)
             kw = {"dropout_p": p} if p > 0 else {}  # kernels without dropout need not take the keyword
             out = self.attn(q, k, v, mask, causal=causal, **kw)
         if head_mask is not None:

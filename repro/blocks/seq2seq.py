@@ -103,8 +103,10 @@ class TransformerSeq2Seq(nn.Module):
     def set_attention(self, attention: str | Callable[..., Tensor]) -> None:
         """Swap the kernel of every attention layer (e.g. ``"naive"`` for a reference run)."""
         fn = get_attention(attention) if isinstance(attention, str) else attention
-        for m in self.modules():
+        for m in list(self.modules()):
             if isinstance(m, MultiHeadAttention):
+                if not isinstance(fn, nn.Module):
+                    m._modules.pop("attn", None)  # a module kernel installed earlier is a registered child
                 m.attn = fn
 
     def _embed(self, embed: nn.Embedding, tokens: Tensor, offset: int = 0) -> Tensor:
