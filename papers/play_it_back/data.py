@@ -139,7 +139,7 @@ class PlayItBackData(_lightning().LightningDataModule):
                       event_secs=cfg.event_secs, jitter=cfg.jitter)
             self.train = TensorDataset(*fine_clicks(cfg.n_train, cfg.data_seed, **kw)[:2])
             self.val = TensorDataset(*fine_clicks(cfg.n_val, cfg.data_seed + 1, **kw)[:2])
-            self.test = TensorDataset(*fine_clicks(cfg.n_test, cfg.data_seed + 2, **kw)[:2])
+            self.test = TensorDataset(*fine_clicks(cfg.n_test, cfg.data_seed + 2, **kw))  # + onsets (diagnostic)
             return
         root = Path(cfg.data_dir)
         n = num_classes(root)

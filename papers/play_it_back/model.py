@@ -284,6 +284,7 @@ class PlayItBackModule(_lightning().LightningModule):
                               dim=cfg.dim, heads=cfg.heads, layers=cfg.layers, latents=cfg.latents,
                               num_classes=cfg.num_classes, slot_iters=cfg.slot_iters, dropout=cfg.dropout)
         self._test: list[tuple[Tensor, Tensor]] = []
+        self._hits: dict[int, list[Tensor]] = {}
 
     def _loss(self, logits: Tensor, y: Tensor) -> Tensor:
         if self.cfg.multilabel:
@@ -291,7 +292,7 @@ class PlayItBackModule(_lightning().LightningModule):
         return F.cross_entropy(logits, y)
 
     def _step(self, batch):
-        wave, y = batch
+        wave, y = batch[0], batch[1]
         out = self.net(wave)
         loss = self._loss(out["logits"], y)
         aux = sum((self._loss(s, y) for s in out["slot_logits"]), torch.zeros((), device=wave.device))
@@ -312,9 +313,15 @@ class PlayItBackModule(_lightning().LightningModule):
     def test_step(self, batch, _):
         out, _, _ = self._step(batch)
         self._test.append((out["logits"].detach().float().cpu(), batch[1].detach().cpu()))
+        if len(batch) == 3 and out["spans"]:  # fine_clicks: event onsets known -> where did the replays land?
+            onset = batch[2]
+            ev_end = onset + int(round(self.cfg.event_secs * self.cfg.sample_rate))
+            for p, (s, e) in enumerate(out["spans"], start=1):
+                overlap = (torch.minimum(e, ev_end) - torch.maximum(s, onset)).clamp(min=0)
+                self._hits.setdefault(p, []).append((overlap >= 0.5 * (e - s)).float().cpu())
 
     def on_test_epoch_start(self) -> None:
-        self._test = []
+        self._test, self._hits = [], {}
 
     def on_test_epoch_end(self) -> None:
         from repro.metrics.audio_tagging import macro_map, one_hot
@@ -330,6 +337,8 @@ class PlayItBackModule(_lightning().LightningModule):
         self.log("test/mAP", m if math.isfinite(m) else float("nan"))
         self.log("test/map_excluded_classes", float(excluded))
         self.log("test/n_clips", float(n))
+        for p, hits in getattr(self, "_hits", {}).items():  # diagnostic, not a claim
+            self.log(f"test/replay{p}_on_event", torch.cat(hits).mean())
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
