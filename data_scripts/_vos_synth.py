@@ -144,3 +144,49 @@ def hash_name(name: str) -> int:
     for ch in name.encode():
         h = (h * 131 + ch) % 1_000_003
     return h
+
+
+def write_flat_layout(root: Path, videos: list[str], *, n_frames: int, height: int, width: int, seed: int,
+                      annotate: str = "all", frame_step: int = 1, meta: bool = False) -> None:
+    """YouTube-VOS / MOSE layout: ``root/JPEGImages/<video>/%05d.jpg`` and
+    ``root/Annotations/<video>/%05d.png``; ``annotate="first"`` keeps only the first
+    annotation (their validation sets); frame names step by ``frame_step`` (YouTube-VOS
+    names frames 00000, 00005, ...); ``meta`` writes a YouTube-VOS ``meta.json``."""
+    import json
+
+    from PIL import Image
+
+    palette = davis_palette()
+    meta_videos = {}
+    for vid in videos:
+        frames, masks = render_video(seed * 100_003 + hash_name(vid), n_frames, height, width)
+        jdir, adir = root / "JPEGImages" / vid, root / "Annotations" / vid
+        jdir.mkdir(parents=True, exist_ok=True)
+        adir.mkdir(parents=True, exist_ok=True)
+        names = [f"{t * frame_step:05d}" for t in range(n_frames)]
+        for t, name in enumerate(names):
+            Image.fromarray(frames[t]).save(jdir / f"{name}.jpg", quality=95)
+            if annotate == "all" or t == 0:
+                im = Image.fromarray(masks[t], mode="P")
+                im.putpalette(palette)
+                im.save(adir / f"{name}.png")
+        meta_videos[vid] = {"objects": {"1": {"category": "synthetic", "frames": names}}}
+    if meta:
+        (root / "meta.json").write_text(json.dumps({"videos": meta_videos}))
+
+
+def check_flat_layout(root: Path, name: str, need_meta: bool = False) -> None:
+    """Every video has frames and at least one annotation (the prepared layout)."""
+    from repro.errors import DataMissing
+
+    jpeg, ann = root / "JPEGImages", root / "Annotations"
+    if not jpeg.is_dir() or not ann.is_dir():
+        raise DataMissing(f"{root} lacks JPEGImages/ or Annotations/", hint=f"repro data prepare {name}")
+    vids = sorted(p.name for p in jpeg.iterdir() if p.is_dir())
+    if not vids:
+        raise DataMissing(f"{jpeg} holds no video", hint=f"repro data prepare {name}")
+    for v in vids:
+        if not any((ann / v).glob("*.png")):
+            raise DataMissing(f"{root.name}: video {v} has no annotation", hint=f"repro data prepare {name}")
+    if need_meta and not (root / "meta.json").exists():
+        raise DataMissing(f"{root / 'meta.json'} is missing", hint=f"repro data prepare {name}")

@@ -146,7 +146,7 @@ PROFILES = {
     "smoke": Profile(
         "smoke", SMOKE, "Wiring only: 2 training steps of a tiny Cutie on the DAVIS fixture, J&F on its 2 val videos.",
         datasets=("davis2017",), use_fixtures=True, arms={"cutie": {"num_blocks": 1}, "pixel_only": {"num_blocks": 0}},
-        budget_minutes=1.0,
+        budget_minutes=1.5,
     ),
 }
 
