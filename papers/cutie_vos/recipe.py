@@ -141,6 +141,8 @@ PROFILES = {
         "cpu", CPU,
         "Tiny Cutie vs the same network without the object transformer on synthetic videos with a crossing "
         "look-alike distractor; 3 seeds.",
+        # budget: the first cpu run took 17.4 min wall on 1 thread with the shared 2-core machine at load
+        # 7-13, for 4.9 min of CPU time (user+sys), so alone on 2 cores it needs about 5 min; 10 = margin.
         claims=CPU_CLAIMS, seeds=3, arms=ARMS, budget_minutes=10.0, slow=True,
     ),
     "smoke": Profile(

@@ -287,3 +287,22 @@ def test_cpu_profile_judges_both_claims(tmp_path):
     assert res["_exit_code"] in (0, 1)
     assert {c["verdict"] for c in res["claims"]} <= {"reproduced", "not-reproduced"}
     assert (tmp_path / "cutie_vos" / res["run_id"] / "figures" / "masks_cutie.png").exists()
+
+
+@pytest.mark.unit
+def test_clips_from_the_davis_fixture(tmp_path, monkeypatch):
+    import data_scripts
+    from papers.cutie_vos.data import ClipDataset, read_video, split_videos
+
+    monkeypatch.setenv("REPRO_DATA", str(tmp_path))
+    root = data_scripts.build_fixture("davis2017") / "trainval"
+    train = split_videos(root, "train")
+    ds = ClipDataset(root, train, num_clips=6, seq_length=3, max_skip=2, num_objects=2, crop=0, seed=0)
+    item = ds[0]
+    assert item["frames"].shape == (3, 3, 64, 96) and item["first_mask"].shape == (2, 64, 96)
+    assert item["labels"].shape == (2, 64, 96) and int(item["labels"].max()) <= 2
+    again = ClipDataset(root, train, num_clips=6, seq_length=3, max_skip=2, num_objects=2, crop=0, seed=0)[0]
+    assert torch.equal(item["frames"], again["frames"]), "clip i must be a function of (seed, i)"
+    assert any(int(ds[i]["num_valid"]) == 2 for i in range(6)), "the fixture has two-object videos"
+    frames, first, ids, names = read_video(root, split_videos(root, "val")[0])
+    assert frames.shape[0] == len(names) == 8 and first.shape[0] == len(ids) >= 1
