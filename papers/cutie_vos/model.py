@@ -79,15 +79,19 @@ def gru_update(h: Tensor, values: Tensor) -> Tensor:
 
 def sine_pe_2d(h: int, w: int, dim: int, *, scale: float = 32.0, temperature: float = 128.0,
                device=None, dtype=torch.float32) -> Tensor:
-    """2D sinusoidal position encoding ``(h*w, dim)`` (normalised coordinates times
-    ``scale``; official pixel_pe_scale 32, pixel_pe_temperature 128)."""
+    """2D sinusoidal position encoding ``(h*w, dim)``: coordinates normalised to
+    [0, scale] (official pixel_pe_scale 32, pixel_pe_temperature 128), interleaved
+    sin/cos per frequency, the x encoding in the first half of the channels and the y
+    encoding in the second (the official PositionalEncoding's layout)."""
     half = int(math.ceil(dim / 4) * 2)
     inv = 1.0 / (temperature ** (torch.arange(0, half, 2, device=device, dtype=dtype) / half))
-    ys = torch.arange(h, device=device, dtype=dtype) / max(h - 1, 1) * scale
-    xs = torch.arange(w, device=device, dtype=dtype) / max(w - 1, 1) * scale
+    ys = torch.arange(h, device=device, dtype=dtype)
+    xs = torch.arange(w, device=device, dtype=dtype)
+    ys = ys / (ys[-1] + 1e-6) * scale
+    xs = xs / (xs[-1] + 1e-6) * scale
     ey = torch.stack([(ys[:, None] * inv).sin(), (ys[:, None] * inv).cos()], -1).flatten(1)  # h, half
     ex = torch.stack([(xs[:, None] * inv).sin(), (xs[:, None] * inv).cos()], -1).flatten(1)  # w, half
-    pe = torch.cat([ey[:, None, :].expand(h, w, half), ex[None, :, :].expand(h, w, half)], -1)
+    pe = torch.cat([ex[None, :, :].expand(h, w, half), ey[:, None, :].expand(h, w, half)], -1)
     return pe[..., :dim].reshape(h * w, dim)
 
 
@@ -125,18 +129,20 @@ class CAResBlock(nn.Module):
 
 
 class FusionBlock(nn.Module):
-    """Fuse an image feature ``x (B,Cx,H,W)`` into every object's feature ``g (B,N,Cg,H,W)``."""
+    """Fuse an image feature ``x (B,Cx,H,W)`` into every object's feature ``g (B,N,Cg,H,W)``:
+    1x1 projections of both, added, then two channel-attention residual blocks (the
+    official GroupFeatureFusionBlock's structure)."""
 
     def __init__(self, x_dim: int, g_dim: int, out_dim: int) -> None:
         super().__init__()
-        self.block1 = ResBlock(x_dim + g_dim, out_dim)
+        self.x_proj = nn.Conv2d(x_dim, out_dim, 1)
+        self.g_proj = nn.Conv2d(g_dim, out_dim, 1)
+        self.block1 = CAResBlock(out_dim, out_dim)
         self.block2 = CAResBlock(out_dim, out_dim)
 
     def forward(self, x: Tensor, g: Tensor) -> Tensor:
-        n = g.shape[1]
-        g = torch.cat([x.unsqueeze(1).expand(-1, n, -1, -1, -1), g], 2)
-        g = gconv(self.block1, g)
-        return gconv(self.block2, g)
+        g = gconv(self.g_proj, g) + self.x_proj(x).unsqueeze(1)
+        return gconv(self.block2, gconv(self.block1, g))
 
 
 # --------------------------------------------------------------------------- encoders
@@ -603,12 +609,14 @@ class MemorySchedule:
 
 @torch.no_grad()
 def segment_video(net: CutieNet, frames: Tensor, first_mask: Tensor, *, mem_every: int = 5,
-                  max_mem_frames: int = 5, top_k: int | None = 30) -> tuple[Tensor, list[int]]:
+                  max_mem_frames: int = 5, top_k: int | None = 30,
+                  probs: list | None = None) -> tuple[Tensor, list[int]]:
     """Semi-supervised VOS of one video: frames (T, 3, H, W) in [0, 1], first-frame masks
     (N, H, W) in {0, 1}. Returns per-pixel labels (T, H, W) (0 background, i = object i)
     and the indices of the memorised frames. Sensory memory is updated every frame
     (official stagger_updates=5 >= mem_every=5 means every frame), deep-updated on memory
-    frames; object memory accumulates the summaries of all memorised frames."""
+    frames; object memory accumulates the summaries of all memorised frames. ``probs``: if a
+    list, each segmented frame's probabilities (N+1, H, W) (background first) are appended."""
     sched = MemorySchedule(mem_every, max_mem_frames)
     t_len = frames.shape[0]
     n = first_mask.shape[0]
@@ -632,6 +640,8 @@ def segment_video(net: CutieNet, frames: Tensor, first_mask: Tensor, *, mem_ever
         feat, _ = net.object_readout(r0, obj_mem)
         sensory, _, agg = net.segment(ms, feat, sensory, out_size=frames.shape[-2:])
         prob = torch.softmax(agg, dim=1)
+        if probs is not None:
+            probs.append(prob[0])
         labels.append(prob[0].argmax(0))
         last = prob[:, 1:]
         if sched.is_mem_frame(ti, last_mem) and ti < t_len - 1:

@@ -306,3 +306,118 @@ def test_clips_from_the_davis_fixture(tmp_path, monkeypatch):
     assert any(int(ds[i]["num_valid"]) == 2 for i in range(6)), "the fixture has two-object videos"
     frames, first, ids, names = read_video(root, split_videos(root, "val")[0])
     assert frames.shape[0] == len(names) == 8 and first.shape[0] == len(ids) >= 1
+
+
+# --------------------------------------------------------------------------- against the official code
+
+
+def _official_name(ours: str) -> str:
+    """Our parameter name -> the official CUTIE's (hkchengrex/Cutie) for the same tensor."""
+    import re
+
+    fusion = [(r"\.x_proj\.", ".distributor.x_transform."), (r"\.g_proj\.", ".distributor.g_transform."),
+              (r"\.eca\.", ".conv.")]
+    rules = [
+        (r"^pixel_encoder\.stem\.0\.", "pixel_encoder.conv1."), (r"^pixel_encoder\.stem\.1\.", "pixel_encoder.bn1."),
+        (r"^pixel_encoder\.layer1\.", "pixel_encoder.res2."),
+        (r"^mask_encoder\.stem\.0\.", "mask_encoder.conv1."), (r"^mask_encoder\.stem\.1\.", "mask_encoder.bn1."),
+        (r"^key_proj\.proj\.", "key_proj.pix_feat_proj."), (r"^key_proj\.key\.", "key_proj.key_proj."),
+        (r"^key_proj\.d\.", "key_proj.d_proj."), (r"^key_proj\.e\.", "key_proj.e_proj."),
+        (r"^mask_fuser\.", "mask_encoder.fuser."), (r"^sensory_deep\.", "mask_encoder.sensory_update.transform."),
+        (r"^pixel_fuser\.", "pixel_fuser.fuser."), (r"^sensory_compress\.", "pixel_fuser.sensory_compress."),
+        (r"summary_to_init", "summary_to_query_init"), (r"summary_to_emb", "summary_to_query_emb"),
+        (r"\.norm_read\.", ".read_from_pixel.norm."), (r"\.norm_self\.", ".self_attn.norm."),
+        (r"\.norm_ffn\.", ".ffn.norm."), (r"\.ffn\.0\.", ".ffn.linear1."), (r"\.ffn\.2\.", ".ffn.linear2."),
+        (r"\.read_from_pixel\.out_proj\.", ".read_from_pixel.cross_attn.out_proj."),
+        (r"\.read_from_query\.out_proj\.", ".read_from_query.cross_attn.out_proj."),
+        (r"\.self_attn\.out_proj\.", ".self_attn.self_attn.out_proj."),
+        (r"\.pixel_ffn\.(conv1|conv2)\.", r".pixel_ffn.conv.\1."), (r"\.pixel_ffn\.eca\.", ".pixel_ffn.conv.conv."),
+        (r"^mask_decoder\.skip_mid\.", "mask_decoder.decoder_feat_proc.transforms.0."),
+        (r"^mask_decoder\.skip_fine\.", "mask_decoder.decoder_feat_proc.transforms.1."),
+        (r"^mask_decoder\.up1\.skip\.", "mask_decoder.up_16_8.out_conv.downsample."),
+        (r"^mask_decoder\.up1\.", "mask_decoder.up_16_8.out_conv."), (r"^mask_decoder\.up2\.", "mask_decoder.up_8_4.out_conv."),
+        (r"^mask_decoder\.s_coarse\.", "mask_decoder.sensory_update.g16_conv."),
+        (r"^mask_decoder\.s_mid\.", "mask_decoder.sensory_update.g8_conv."),
+        (r"^mask_decoder\.s_fine\.", "mask_decoder.sensory_update.g4_conv."),
+        (r"^mask_decoder\.s_gru\.", "mask_decoder.sensory_update.transform."),
+    ]
+    name = ours
+    for pat, rep in rules:
+        name = re.sub(pat, rep, name)
+    if name.startswith(("mask_encoder.fuser.", "pixel_fuser.fuser.")):
+        for pat, rep in fusion:
+            name = re.sub(pat, rep, name)
+    return name
+
+
+def _load_official_into_ours(official_net, ours) -> None:
+    import re
+
+    src = official_net.state_dict()
+    new = {}
+    for name, tensor in ours.state_dict().items():
+        m = re.match(r"(.*)\.(read_from_pixel|read_from_query|self_attn)\.(q|k|v)_proj\.(weight|bias)$", name)
+        if m:
+            inner = "self_attn.self_attn" if m.group(2) == "self_attn" else f"{m.group(2)}.cross_attn"
+            packed = src[f"{m.group(1)}.{inner}.in_proj_{m.group(4)}"]
+            new[name] = packed.chunk(3, 0)["qkv".index(m.group(3))]
+        else:
+            new[name] = src[_official_name(name)]
+        assert new[name].shape == tensor.shape, name
+    ours.load_state_dict(new)
+
+
+@pytest.mark.unit
+def test_same_weights_give_the_official_segmentation():
+    """With the official network's (random) weights loaded, our Cutie-small reproduces the
+    official InferenceCore's per-frame probabilities on a 2-object, 9-frame clip (memory
+    every 2 frames, at most 3 memory frames, top-k 30). Needs a checkout of hkchengrex/Cutie in
+    $CUTIE_OFFICIAL and omegaconf; nothing of it is copied here."""
+    import os
+    import sys
+    from pathlib import Path
+
+    path = os.environ.get("CUTIE_OFFICIAL")
+    if not path or not (Path(path) / "cutie" / "model" / "cutie.py").exists():
+        pytest.skip("set CUTIE_OFFICIAL to a checkout of https://github.com/hkchengrex/Cutie to compare")
+    OmegaConf = pytest.importorskip("omegaconf").OmegaConf
+    import torchvision
+
+    sys.path.insert(0, path)
+    from cutie.inference.inference_core import InferenceCore
+    from cutie.model import cutie as cutie_mod
+    from cutie.model.utils import resnet as official_resnet
+
+    official_resnet.model_zoo.load_url = lambda url, model_dir=None, **_: getattr(
+        torchvision.models, "resnet50" if "resnet50" in url else "resnet18")(weights=None).state_dict()
+    cfgdir = Path(path) / "cutie" / "config"
+    model = OmegaConf.merge(OmegaConf.load(cfgdir / "model" / "base.yaml"),
+                            {k: v for k, v in OmegaConf.load(cfgdir / "model" / "small.yaml").items() if k != "defaults"})
+    ev = OmegaConf.load(cfgdir / "eval_config.yaml")
+    for key in ("defaults", "hydra", "datasets"):
+        ev.pop(key, None)
+    cfg = OmegaConf.merge(ev, {"model": model, "mem_every": 2, "max_mem_frames": 3, "top_k": 30,
+                               "use_long_term": False})
+    torch.manual_seed(0)
+    official_net = cutie_mod.CUTIE(cfg).eval()
+    from papers.cutie_vos.model import build_net
+    from papers.cutie_vos.recipe import SMALL
+
+    ours = build_net(SMALL).eval()
+    _load_official_into_ours(official_net, ours)
+
+    from data_scripts._vos_synth import render_video
+
+    f, m = render_video(11, 9, 128, 192, second_object=True)
+    frames = torch.from_numpy(f).permute(0, 3, 1, 2).float() / 255.0
+    first = torch.from_numpy(np.stack([m[0] == 1, m[0] == 2])).float()
+    with torch.inference_mode():
+        core = InferenceCore(official_net, cfg)
+        theirs = [core.step(frames[0], torch.from_numpy(m[0]).long(), objects=[1, 2])]
+        for t in range(1, 9):
+            theirs.append(core.step(frames[t], end=(t == 8)))
+        mine: list = []
+        _, mem = segment_video(ours, frames, first, mem_every=2, max_mem_frames=3, top_k=30, probs=mine)
+    assert mem == [0, 2, 4, 6]  # frames 7 and 8 read [0, 4, 6]: the FIFO eviction is exercised
+    for t in range(1, 9):
+        torch.testing.assert_close(mine[t - 1], theirs[t], rtol=1e-4, atol=1e-4, msg=f"frame {t}")
