@@ -618,6 +618,14 @@ def segment_video(net: CutieNet, frames: Tensor, first_mask: Tensor, *, mem_ever
     frames; object memory accumulates the summaries of all memorised frames. ``probs``: if a
     list, each segmented frame's probabilities (N+1, H, W) (background first) are appended."""
     sched = MemorySchedule(mem_every, max_mem_frames)
+    # pad to a multiple of the coarsest stride, centred (the official pad_divide_by), crop at the end
+    d = net.fine_stride * 4
+    h0, w0 = frames.shape[-2:]
+    ph, pw = (d - h0 % d) % d, (d - w0 % d) % d
+    pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+    if ph or pw:
+        frames, first_mask = F.pad(frames, pad), F.pad(first_mask, pad)
+    crop = (slice(pad[2], pad[2] + h0), slice(pad[0], pad[0] + w0))
     t_len = frames.shape[0]
     n = first_mask.shape[0]
     ms, pix, key, shrink, sel = net.encode_image(frames[:1])
@@ -641,7 +649,7 @@ def segment_video(net: CutieNet, frames: Tensor, first_mask: Tensor, *, mem_ever
         sensory, _, agg = net.segment(ms, feat, sensory, out_size=frames.shape[-2:])
         prob = torch.softmax(agg, dim=1)
         if probs is not None:
-            probs.append(prob[0])
+            probs.append(prob[0][:, crop[0], crop[1]])
         labels.append(prob[0].argmax(0))
         last = prob[:, 1:]
         if sched.is_mem_frame(ti, last_mem) and ti < t_len - 1:
@@ -653,7 +661,7 @@ def segment_video(net: CutieNet, frames: Tensor, first_mask: Tensor, *, mem_ever
             last_mem = ti
             for old in [i for i in store if i not in sched.kept(mem_frames)]:
                 del store[old]
-    return torch.stack(labels), mem_frames
+    return torch.stack(labels)[:, crop[0], crop[1]], mem_frames
 
 
 # --------------------------------------------------------------------------- training module

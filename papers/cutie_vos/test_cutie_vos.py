@@ -368,7 +368,8 @@ def _load_official_into_ours(official_net, ours) -> None:
 
 
 @pytest.mark.unit
-def test_same_weights_give_the_official_segmentation():
+@pytest.mark.parametrize("size", [(128, 192), (120, 200)])  # the second needs padding to the stride-16 grid
+def test_same_weights_give_the_official_segmentation(size):
     """With the official network's (random) weights loaded, our Cutie-small reproduces the
     official InferenceCore's per-frame probabilities on a 2-object, 9-frame clip (memory
     every 2 frames, at most 3 memory frames, top-k 30). Needs a checkout of hkchengrex/Cutie in
@@ -408,7 +409,7 @@ def test_same_weights_give_the_official_segmentation():
 
     from data_scripts._vos_synth import render_video
 
-    f, m = render_video(11, 9, 128, 192, second_object=True)
+    f, m = render_video(11, 9, *size, second_object=True)
     frames = torch.from_numpy(f).permute(0, 3, 1, 2).float() / 255.0
     first = torch.from_numpy(np.stack([m[0] == 1, m[0] == 2])).float()
     with torch.inference_mode():
@@ -421,3 +422,17 @@ def test_same_weights_give_the_official_segmentation():
     assert mem == [0, 2, 4, 6]  # frames 7 and 8 read [0, 4, 6]: the FIFO eviction is exercised
     for t in range(1, 9):
         torch.testing.assert_close(mine[t - 1], theirs[t], rtol=1e-4, atol=1e-4, msg=f"frame {t}")
+
+
+@pytest.mark.unit
+def test_segment_video_pads_awkward_sizes_and_crops_back():
+    torch.manual_seed(7)
+    net = _tiny_net().eval()
+    frames = torch.rand(4, 3, 37, 53)  # not multiples of the stride-8 grid
+    first = torch.zeros(1, 37, 53)
+    first[0, 3:20, 30:50] = 1
+    probs: list = []
+    labels, _ = segment_video(net, frames, first, mem_every=2, max_mem_frames=2, top_k=4, probs=probs)
+    assert labels.shape == (4, 37, 53) and all(p.shape == (2, 37, 53) for p in probs)
+    assert torch.equal(labels[0], first[0].long())
+    torch.testing.assert_close(torch.stack(probs).sum(1), torch.ones(3, 37, 53))
