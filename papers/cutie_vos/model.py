@@ -235,9 +235,12 @@ def memory_similarity(mk: Tensor, ms: Tensor, qk: Tensor, qe: Tensor) -> Tensor:
     ck = mk.shape[1]
     mkt = mk.transpose(1, 2)  # B, M, CK
     a_sq = mkt.pow(2) @ qe
-    two_ab = 2 * (mkt @ (qk * qe))
+    two_ab = mkt @ (qk * qe)
     b_sq = (qe * qk.pow(2)).sum(1, keepdim=True)
-    return (-a_sq + two_ab - b_sq) * ms.transpose(1, 2) / math.sqrt(ck)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (mk, ms, qk, qe)):
+        return (-a_sq + 2 * two_ab - b_sq) * ms.transpose(1, 2) / math.sqrt(ck)
+    # inference: the same arithmetic in place on the (M, P) buffers (no autograd to feed)
+    return two_ab.mul_(2).sub_(a_sq).sub_(b_sq).mul_(ms.transpose(1, 2)).div_(math.sqrt(ck))
 
 
 def memory_similarity_naive(mk: Tensor, ms: Tensor, qk: Tensor, qe: Tensor) -> Tensor:
@@ -253,7 +256,9 @@ def topk_softmax(sim: Tensor, top_k: int | None) -> Tensor:
         return torch.softmax(sim, dim=1)
     vals, idx = torch.topk(sim, k=top_k, dim=1)
     w = torch.softmax(vals, dim=1)
-    return torch.zeros_like(sim).scatter(1, idx, w)
+    if torch.is_grad_enabled() and sim.requires_grad:
+        return torch.zeros_like(sim).scatter(1, idx, w)
+    return sim.zero_().scatter_(1, idx, w)  # inference: reuse the similarity buffer
 
 
 def topk_softmax_naive(sim: Tensor, top_k: int | None) -> Tensor:

@@ -110,9 +110,10 @@ CPU_CLAIMS = (
             "expected to reproduce its size. Zero slack: the mean gap over 3 seeds must be > 0.",
         ),
         kind="expectation", seeds=3, unit="J&F points",
-        source="expectation stated before running; scales down the paper's central ablation (Section 4, "
-               "ablation on the object transformer: pixel-only memory reading is worse, especially with "
-               "distractors, Sections 1 and 3)",
+        source="expectation stated before running; scales down the paper's central ablation (the object "
+               "transformer removed; its section/table number was not verified offline) and the abstract's "
+               "claim that bottom-up pixel-level memory reading 'struggles due to matching noise, especially "
+               "in the presence of distractors'",
         protocol=_PROTO_CPU + " gap/jf = cutie/jf - pixel_only/jf per seed, mean over seeds.",
     ),
     Claim(
@@ -141,8 +142,10 @@ PROFILES = {
         "cpu", CPU,
         "Tiny Cutie vs the same network without the object transformer on synthetic videos with a crossing "
         "look-alike distractor; 3 seeds.",
-        # budget: the first cpu run took 17.4 min wall on 1 thread with the shared 2-core machine at load
-        # 7-13, for 4.9 min of CPU time (user+sys), so alone on 2 cores it needs about 5 min; 10 = margin.
+        # budget: the cpu run of the current code (20261129T071337Z-a86648) took 11.4 min wall on 1 thread
+        # with the shared 2-core machine at load 7-9, for 4.1 min of CPU time (user+sys); an earlier run of
+        # the pre-alignment model took 17.4 min wall at load 7-13 for 4.9 min CPU. Alone on 2 cores the
+        # profile needs about 4-5 min; 10 = margin.
         claims=CPU_CLAIMS, seeds=3, arms=ARMS, budget_minutes=10.0, slow=True,
     ),
     "smoke": Profile(

@@ -436,3 +436,16 @@ def test_segment_video_pads_awkward_sizes_and_crops_back():
     assert labels.shape == (4, 37, 53) and all(p.shape == (2, 37, 53) for p in probs)
     assert torch.equal(labels[0], first[0].long())
     torch.testing.assert_close(torch.stack(probs).sum(1), torch.ones(3, 37, 53))
+
+
+@pytest.mark.unit
+def test_inference_in_place_memory_path_matches_the_autograd_path():
+    torch.manual_seed(8)
+    mk, qk = torch.randn(2, 8, 45), torch.randn(2, 8, 13)
+    ms, qe = torch.rand(2, 1, 45) + 1, torch.rand(2, 8, 13)
+    ref = topk_softmax_naive(memory_similarity_naive(mk, ms, qk, qe), 7)
+    with torch.no_grad():
+        fast = topk_softmax(memory_similarity(mk, ms, qk, qe), 7)
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-6)
+    with torch.inference_mode():
+        torch.testing.assert_close(topk_softmax(memory_similarity(mk, ms, qk, qe), 7), ref, rtol=1e-5, atol=1e-6)
