@@ -1,0 +1,107 @@
+"""YouTube-VOS 2019 (Xu et al. 2018; the 2019 challenge release), semi-supervised track.
+
+Gated: the archives are distributed through the challenge's CodaLab page after
+registration (links to Google Drive), so ``download`` prints the manual step. Raw files
+under ``<root>/raw``:
+
+* ``train.zip`` (folder ``train/``: JPEGImages, Annotations, meta.json),
+* ``valid.zip`` (folder ``valid/``: JPEGImages every 5th frame, first-appearance
+  Annotations, meta.json),
+* ``valid_all_frames.zip`` (folder ``valid_all_frames/``: every frame, used by Cutie's
+  ``y19-val`` config for inference).
+
+No checksum is published: ``verify`` checks that the archives open and hold those
+folders; ``prepare`` extracts them and checks every video has frames and an annotation.
+Validation scores come only from the CodaLab server (the ground truth is not public).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+from data_scripts._vos_synth import check_flat_layout
+from data_scripts.common import DatasetInfo, manual_step, safe_extract
+from repro.errors import ChecksumError, DataMissing
+
+ARCHIVES = {"train.zip": "train", "valid.zip": "valid", "valid_all_frames.zip": "valid_all_frames"}
+
+INFO = DatasetInfo(
+    name="youtube_vos2019",
+    description="YouTube-VOS 2019 semi-supervised VOS: 3,471 train / 507 val videos (val scored by CodaLab)",
+    homepage="https://youtube-vos.org/dataset/vos/",
+    licence="CC BY 4.0 (annotations); videos under YouTube terms, research use",
+    size="~10 GB",
+    gated=True,
+    manual_step=(
+        "Register for the YouTube-VOS 2019 semi-supervised challenge (https://youtube-vos.org/dataset/vos/, "
+        "CodaLab competition 6066), then download train.zip, valid.zip and valid_all_frames.zip from the "
+        "links it gives and save them as raw/train.zip, raw/valid.zip, raw/valid_all_frames.zip."
+    ),
+    layout=(
+        "train/JPEGImages", "train/Annotations", "train/meta.json",
+        "valid/JPEGImages", "valid/Annotations", "valid/meta.json",
+        "valid_all_frames/JPEGImages",
+    ),
+    used_by=("cutie_vos",),
+)
+
+
+def download(root: Path) -> None:
+    raw = root / "raw"
+    if not all((raw / a).exists() for a in ARCHIVES):
+        raise manual_step(INFO, raw)
+
+
+def verify(root: Path) -> None:
+    for archive, folder in ARCHIVES.items():
+        path = root / "raw" / archive
+        if not path.exists():
+            raise DataMissing(f"{path} is missing", hint="repro data download youtube_vos2019")
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except zipfile.BadZipFile as exc:
+            raise ChecksumError(f"{path}: not a readable zip ({exc}); download it again") from None
+        if not any(n.startswith(f"{folder}/JPEGImages/") for n in names):
+            raise ChecksumError(f"{path} lacks {folder}/JPEGImages/ (not the YouTube-VOS 2019 archive?)")
+
+
+def prepare(root: Path) -> None:
+    for archive, folder in ARCHIVES.items():
+        dest = root / folder
+        if dest.exists():
+            shutil.rmtree(dest)
+        with tempfile.TemporaryDirectory(dir=root) as tmp:
+            safe_extract(root / "raw" / archive, Path(tmp))
+            shutil.move(str(Path(tmp) / folder), str(dest))
+    check_flat_layout(root / "train", INFO.name, need_meta=True)
+    check_flat_layout(root / "valid", INFO.name, need_meta=True)
+
+
+def _zip(src: Path, folder: str, archive: Path) -> None:
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(archive, "w") as zf:
+        for p in sorted(src.rglob("*")):
+            if p.is_file():
+                info = zipfile.ZipInfo(f"{folder}/{p.relative_to(src)}", date_time=(2019, 1, 1, 0, 0, 0))
+                zf.writestr(info, p.read_bytes())
+
+
+def make_fixture(root: Path) -> None:
+    """2 train and 1 val synthetic videos (6 frames, 48x64) in the raw archive layout;
+    val frames are named every 5th (00000, 00005, ...) with the first annotation only."""
+    from data_scripts._vos_synth import write_flat_layout
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        write_flat_layout(t / "train", ["yt-train-0", "yt-train-1"], n_frames=6, height=48, width=64, seed=19,
+                          frame_step=5, meta=True)
+        write_flat_layout(t / "valid", ["yt-val-0"], n_frames=6, height=48, width=64, seed=20, annotate="first",
+                          frame_step=5, meta=True)
+        write_flat_layout(t / "valid_all_frames", ["yt-val-0"], n_frames=26, height=48, width=64, seed=20,
+                          annotate="first")
+        for archive, folder in ARCHIVES.items():
+            _zip(t / folder, folder, root / "raw" / archive)

@@ -1,0 +1,732 @@
+"""Cutie (Cheng et al., "Putting the Object Back into Video Object Segmentation", CVPR 2024).
+
+What the paper adds over XMem-style pixel memory (Section 3; shapes from the official
+configs, ``cutie/config/model/{base,small}.yaml``):
+
+* **Pixel memory** (Sec. 3.1, inherited from XMem): keys/values of past frames; a query
+  frame reads them with the anisotropic L2 similarity (shrinkage ``s``, selection ``e``)
+  and a top-k softmax -> pixel readout ``R0``. :func:`memory_similarity`,
+  :func:`topk_softmax`, :func:`memory_readout`.
+* **Sensory memory** (Sec. 3.1): a per-object hidden state updated by a GRU from the
+  decoder every frame and from the mask encoder on memory frames ("deep update").
+* **Object memory** ``S`` (Sec. 3.3): per memory frame, ``N`` object summaries by masked
+  weighted pooling of the mask-encoded values; the first N/2 pool only foreground, the
+  last N/2 only background; accumulated over time as (sum, area) and normalised at
+  read time. :class:`ObjectSummarizer`.
+* **Query-based object transformer** (Sec. 3.2, Fig. 3): ``L`` blocks; object queries
+  ``X`` (initialised from learned queries + the object memory) read the pixel feature
+  by **foreground-background masked cross-attention** (first N/2 queries attend only
+  to pixels predicted foreground by the previous block's auxiliary mask, the last N/2
+  only to background; :func:`fg_bg_attention_mask`), then self-attention and FFN; the
+  pixels read the queries back (unmasked cross-attention) and pass a conv FFN.
+  :class:`ObjectTransformer`.
+* The pixel decoder upsamples the object readout with skip connections from the query
+  encoder (:class:`MaskDecoder`); objects are merged by soft aggregation.
+
+Removing the object transformer (``num_blocks=0``) gives the paper's pixel-only
+ablation: the decoder then reads the fused pixel readout directly.
+
+Attention uses the suite's ``repro.blocks.attention.MultiHeadAttention`` (SDPA; the
+naive kernel is the equivalence reference). Backbones are randomly initialised (no
+ImageNet weights offline; the paper initialises from ImageNet ResNets).
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning.pytorch as pl
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from repro.blocks.attention import MultiHeadAttention, naive_attention, sdpa_attention
+
+# --------------------------------------------------------------------------- helpers
+
+
+def gconv(layer: nn.Module, g: Tensor) -> Tensor:
+    """Apply a 2D layer to a grouped tensor ``(B, N, C, H, W)`` (one group per object)."""
+    b, n = g.shape[:2]
+    out = layer(g.flatten(0, 1))
+    return out.view(b, n, *out.shape[1:])
+
+
+def resize_groups(g: Tensor, size: tuple[int, int], mode: str = "bilinear") -> Tensor:
+    b, n = g.shape[:2]
+    kw = {"align_corners": False} if mode == "bilinear" else {}
+    out = F.interpolate(g.flatten(0, 1), size=size, mode=mode, **kw)
+    return out.view(b, n, *out.shape[1:])
+
+
+def soft_aggregate(prob: Tensor, dim: int = 1) -> Tensor:
+    """Merge per-object probabilities into logits over (background, objects...):
+    background = prod(1 - p_i); logit = log(p / (1 - p)) (XMem/Cutie soft aggregation)."""
+    bg = torch.prod(1 - prob, dim=dim, keepdim=True)
+    new = torch.cat([bg, prob], dim).clamp(1e-7, 1 - 1e-7)
+    return torch.log(new / (1 - new))
+
+
+def gru_update(h: Tensor, values: Tensor) -> Tensor:
+    """Sensory-memory GRU: values = [forget, update, candidate] gates along dim 2."""
+    d = values.shape[2] // 3
+    forget = torch.sigmoid(values[:, :, :d])
+    update = torch.sigmoid(values[:, :, d:2 * d])
+    cand = torch.tanh(values[:, :, 2 * d:])
+    return forget * h * (1 - update) + update * cand
+
+
+def sine_pe_2d(h: int, w: int, dim: int, *, scale: float = 32.0, temperature: float = 128.0,
+               device=None, dtype=torch.float32) -> Tensor:
+    """2D sinusoidal position encoding ``(h*w, dim)``: coordinates normalised to
+    [0, scale] (official pixel_pe_scale 32, pixel_pe_temperature 128), interleaved
+    sin/cos per frequency, the x encoding in the first half of the channels and the y
+    encoding in the second (the official PositionalEncoding's layout)."""
+    half = int(math.ceil(dim / 4) * 2)
+    inv = 1.0 / (temperature ** (torch.arange(0, half, 2, device=device, dtype=dtype) / half))
+    ys = torch.arange(h, device=device, dtype=dtype)
+    xs = torch.arange(w, device=device, dtype=dtype)
+    ys = ys / (ys[-1] + 1e-6) * scale
+    xs = xs / (xs[-1] + 1e-6) * scale
+    ey = torch.stack([(ys[:, None] * inv).sin(), (ys[:, None] * inv).cos()], -1).flatten(1)  # h, half
+    ex = torch.stack([(xs[:, None] * inv).sin(), (xs[:, None] * inv).cos()], -1).flatten(1)  # w, half
+    pe = torch.cat([ex[None, :, :].expand(h, w, half), ey[:, None, :].expand(h, w, half)], -1)
+    return pe[..., :dim].reshape(h * w, dim)
+
+
+class ResBlock(nn.Module):
+    """Pre-activation residual block on grouped features (Cutie's GroupResBlock)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.skip = nn.Identity() if cin == cout else nn.Conv2d(cin, cout, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv2(F.relu(self.conv1(F.relu(x)))) + self.skip(x)
+
+
+class CAResBlock(nn.Module):
+    """Residual block with efficient channel attention (the pixel FFN of the object
+    transformer and the fusion blocks)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        t = int((abs(math.log2(cout)) + 1) // 2)
+        k = t if t % 2 else t + 1
+        self.eca = nn.Conv1d(1, 1, kernel_size=k, padding=(k - 1) // 2, bias=False)
+        self.skip = nn.Identity() if cin == cout else nn.Conv2d(cin, cout, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv2(F.relu(self.conv1(F.relu(x))))
+        b, c = y.shape[:2]
+        wgt = self.eca(y.mean((2, 3)).view(b, 1, c)).view(b, c, 1, 1).sigmoid()
+        return y * wgt + self.skip(x)
+
+
+class FusionBlock(nn.Module):
+    """Fuse an image feature ``x (B,Cx,H,W)`` into every object's feature ``g (B,N,Cg,H,W)``:
+    1x1 projections of both, added, then two channel-attention residual blocks (the
+    official GroupFeatureFusionBlock's structure)."""
+
+    def __init__(self, x_dim: int, g_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.x_proj = nn.Conv2d(x_dim, out_dim, 1)
+        self.g_proj = nn.Conv2d(g_dim, out_dim, 1)
+        self.block1 = CAResBlock(out_dim, out_dim)
+        self.block2 = CAResBlock(out_dim, out_dim)
+
+    def forward(self, x: Tensor, g: Tensor) -> Tensor:
+        g = gconv(self.g_proj, g) + self.x_proj(x).unsqueeze(1)
+        return gconv(self.block2, gconv(self.block1, g))
+
+
+# --------------------------------------------------------------------------- encoders
+
+
+class TinyEncoder(nn.Module):
+    """Three stride-2 conv stages (random init): features at strides 8, 4, 2 with
+    widths 4w, 2w, w. The CPU analogue's stand-in for the truncated ResNet."""
+
+    def __init__(self, in_ch: int, width: int) -> None:
+        super().__init__()
+        w = width
+        self.s2 = nn.Sequential(nn.Conv2d(in_ch, w, 3, 2, 1), nn.ReLU(), nn.Conv2d(w, w, 3, 1, 1), nn.ReLU())
+        self.s4 = nn.Sequential(nn.Conv2d(w, 2 * w, 3, 2, 1), nn.ReLU(), nn.Conv2d(2 * w, 2 * w, 3, 1, 1), nn.ReLU())
+        self.s8 = nn.Sequential(nn.Conv2d(2 * w, 4 * w, 3, 2, 1), nn.ReLU(), nn.Conv2d(4 * w, 4 * w, 3, 1, 1))
+        self.dims = (4 * w, 2 * w, w)
+        self.fine_stride = 2
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        f2 = self.s2(x)
+        f4 = self.s4(f2)
+        return [self.s8(f4), f4, f2]
+
+
+class ResNetEncoder(nn.Module):
+    """torchvision ResNet truncated after layer3 (strides 16, 8, 4), random init, BN
+    frozen as in the official code (which freezes ImageNet-initialised BN)."""
+
+    def __init__(self, arch: str, in_ch: int = 3) -> None:
+        super().__init__()
+        import torchvision
+
+        net = getattr(torchvision.models, arch)(weights=None)
+        if in_ch != 3:
+            net.conv1 = nn.Conv2d(in_ch, 64, 7, 2, 3, bias=False)
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.layer1, self.layer2, self.layer3 = net.layer1, net.layer2, net.layer3
+        exp = 4 if arch == "resnet50" else 1
+        self.dims = (256 * exp, 128 * exp, 64 * exp)
+        self.fine_stride = 4
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        f4 = self.layer1(self.stem(x))
+        f8 = self.layer2(f4)
+        return [self.layer3(f8), f8, f4]
+
+    def train(self, mode: bool = True):  # frozen BN statistics
+        super().train(mode)
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
+        return self
+
+
+def make_encoder(kind: str, in_ch: int, width: int) -> nn.Module:
+    if kind == "tiny":
+        return TinyEncoder(in_ch, width)
+    if kind in ("resnet18", "resnet50"):
+        return ResNetEncoder(kind, in_ch)
+    raise ValueError(f"unknown encoder {kind!r}")
+
+
+class KeyProjection(nn.Module):
+    """Key, shrinkage s = d^2 + 1 and selection e = sigmoid(.) (XMem Sec. 3.2)."""
+
+    def __init__(self, in_dim: int, mid_dim: int, key_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_dim, mid_dim, 1)
+        self.key = nn.Conv2d(mid_dim, key_dim, 3, padding=1)
+        self.d = nn.Conv2d(mid_dim, 1, 3, padding=1)
+        self.e = nn.Conv2d(mid_dim, key_dim, 3, padding=1)
+        nn.init.orthogonal_(self.key.weight)
+        nn.init.zeros_(self.key.bias)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        x = self.proj(x)
+        return self.key(x), self.d(x) ** 2 + 1, torch.sigmoid(self.e(x))
+
+
+# --------------------------------------------------------------------------- pixel memory
+
+
+def memory_similarity(mk: Tensor, ms: Tensor, qk: Tensor, qe: Tensor) -> Tensor:
+    """Anisotropic L2 similarity (fast, expanded form).
+
+    mk ``(B, CK, M)`` memory keys, ms ``(B, 1, M)`` shrinkage, qk/qe ``(B, CK, P)`` query
+    keys/selection. Returns ``(B, M, P)``:
+    ``-sum_c e_c (k_mc - q_c)^2 * s_m / sqrt(CK)`` = ``(-e.k^2 + 2 k.(e q) - e.q^2) s / sqrt(CK)``.
+    """
+    ck = mk.shape[1]
+    mkt = mk.transpose(1, 2)  # B, M, CK
+    a_sq = mkt.pow(2) @ qe
+    two_ab = mkt @ (qk * qe)
+    b_sq = (qe * qk.pow(2)).sum(1, keepdim=True)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (mk, ms, qk, qe)):
+        return (-a_sq + 2 * two_ab - b_sq) * ms.transpose(1, 2) / math.sqrt(ck)
+    # inference: the same arithmetic in place on the (M, P) buffers (no autograd to feed)
+    return two_ab.mul_(2).sub_(a_sq).sub_(b_sq).mul_(ms.transpose(1, 2)).div_(math.sqrt(ck))
+
+
+def memory_similarity_naive(mk: Tensor, ms: Tensor, qk: Tensor, qe: Tensor) -> Tensor:
+    """Reference: the same similarity by broadcasting the difference (O(M P CK) memory)."""
+    diff = mk[:, :, :, None] - qk[:, :, None, :]  # B, CK, M, P
+    d = (qe[:, :, None, :] * diff.pow(2)).sum(1)
+    return -d * ms.transpose(1, 2) / math.sqrt(mk.shape[1])
+
+
+def topk_softmax(sim: Tensor, top_k: int | None) -> Tensor:
+    """Softmax over the memory dim (1) keeping only each query pixel's top-k entries."""
+    if top_k is None or top_k >= sim.shape[1]:
+        return torch.softmax(sim, dim=1)
+    vals, idx = torch.topk(sim, k=top_k, dim=1)
+    w = torch.softmax(vals, dim=1)
+    if torch.is_grad_enabled() and sim.requires_grad:
+        return torch.zeros_like(sim).scatter(1, idx, w)
+    return sim.zero_().scatter_(1, idx, w)  # inference: reuse the similarity buffer
+
+
+def topk_softmax_naive(sim: Tensor, top_k: int | None) -> Tensor:
+    """Reference: a dense softmax with everything below the k-th largest set to -inf."""
+    if top_k is None or top_k >= sim.shape[1]:
+        return torch.softmax(sim, dim=1)
+    kth = sim.sort(dim=1, descending=True).values[:, top_k - 1:top_k]
+    return torch.softmax(sim.masked_fill(sim < kth, float("-inf")), dim=1)
+
+
+def memory_readout(affinity: Tensor, values: Tensor) -> Tensor:
+    """values ``(B, N, CV, M)``, affinity ``(B, M, P)`` -> ``(B, N, CV, P)``."""
+    b, n, cv, m = values.shape
+    return torch.bmm(values.reshape(b, n * cv, m), affinity).view(b, n, cv, -1)
+
+
+# --------------------------------------------------------------------------- object memory
+
+
+class ObjectSummarizer(nn.Module):
+    """Object memory (Sec. 3.3): ``N`` summaries per object and frame by masked weighted
+    pooling; first N/2 pool foreground only, last N/2 background only. Returns
+    ``(B, N_obj, Q, C+1)``: the weighted sums and, last, the pooled area."""
+
+    def __init__(self, value_dim: int, embed_dim: int, num_summaries: int) -> None:
+        super().__init__()
+        self.q = num_summaries
+        self.input_proj = nn.Linear(value_dim, embed_dim)
+        self.feature_pred = nn.Sequential(nn.Linear(embed_dim, embed_dim), nn.ReLU(), nn.Linear(embed_dim, embed_dim))
+        self.weights_pred = nn.Sequential(nn.Linear(embed_dim, embed_dim), nn.ReLU(),
+                                          nn.Linear(embed_dim, num_summaries))
+        self.embed_dim = embed_dim
+
+    def forward(self, masks: Tensor, value: Tensor) -> Tensor:
+        # masks: B, N, H0, W0 (probabilities); value: B, N, CV, H, W
+        h, w = value.shape[-2:]
+        m = F.interpolate(masks, size=(h, w), mode="area").unsqueeze(-1)  # B N H W 1
+        half = self.q // 2
+        allowed = torch.cat([m.expand(-1, -1, -1, -1, half), (1 - m).expand(-1, -1, -1, -1, self.q - half)], -1)
+        v = self.input_proj(value.permute(0, 1, 3, 4, 2))
+        v = v + sine_pe_2d(h, w, self.embed_dim, device=v.device, dtype=v.dtype).view(h, w, -1)
+        feat = self.feature_pred(v)
+        weights = self.weights_pred(v).sigmoid() * allowed  # B N H W Q
+        sums = torch.einsum("bnhwq,bnhwc->bnqc", weights, feat)
+        area = weights.sum((2, 3)).unsqueeze(-1)
+        return torch.cat([sums, area], -1)
+
+
+# --------------------------------------------------------------------------- object transformer
+
+
+def fg_bg_attention_mask(aux_logits: Tensor, num_queries: int) -> Tensor:
+    """Foreground-background masked attention (Sec. 3.2): from per-object auxiliary
+    logits ``(B, N, H, W)`` build the boolean mask ``(B*N, Q, H*W)`` (True = may attend):
+    the first Q/2 queries see only the object's foreground pixels (where its aggregated
+    probability is the largest among background and all objects), the last Q/2 only the
+    rest. A query row with nothing to attend to is unmasked (as the official code does)."""
+    logits = soft_aggregate(aux_logits.sigmoid(), dim=1)  # B, N+1, H, W
+    fg = logits[:, 1:] >= logits.max(dim=1, keepdim=True).values  # B, N, H, W
+    fg = fg.flatten(2).flatten(0, 1)  # B*N, HW
+    half = num_queries // 2
+    mask = torch.cat([fg[:, None, :].expand(-1, half, -1), (~fg)[:, None, :].expand(-1, num_queries - half, -1)], 1)
+    empty = ~mask.any(-1, keepdim=True)
+    return mask | empty
+
+
+class ObjectTransformerBlock(nn.Module):
+    """One block of Fig. 3: masked query->pixel cross-attention, query self-attention,
+    query FFN, pixel->query cross-attention, pixel FFN. Position embeddings are added to
+    queries and keys, not to values (official ``add_pe_to_qkv = [True, True, False]``)."""
+
+    def __init__(self, dim: int, heads: int, ff_dim: int, attn=sdpa_attention) -> None:
+        super().__init__()
+        self.norm_read = nn.LayerNorm(dim)
+        self.read_from_pixel = MultiHeadAttention(dim, heads, attn=attn)
+        self.norm_self = nn.LayerNorm(dim)
+        self.self_attn = MultiHeadAttention(dim, heads, attn=attn)
+        self.norm_ffn = nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, ff_dim), nn.ReLU(), nn.Linear(ff_dim, dim))
+        self.read_from_query = MultiHeadAttention(dim, heads, attn=attn)
+        self.pixel_ffn = CAResBlock(dim, dim)
+
+    def forward(self, x: Tensor, pixel: Tensor, x_pe: Tensor, pixel_pe: Tensor, mask: Tensor,
+                need_weights: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+        # x: (BN, Q, C); pixel: (B, N, C, H, W); pixel_pe: (BN, HW, C); mask: (BN, Q, HW)
+        b, n, c, h, w = pixel.shape
+        flat = pixel.flatten(3).flatten(0, 1).transpose(1, 2)  # BN, HW, C
+        xn = self.norm_read(x)
+        q_in, k_in = xn + x_pe, flat + pixel_pe
+        out = _cross(self.read_from_pixel, q_in, k_in, flat, mask, need_weights)
+        weights = None
+        if need_weights:
+            out, weights = out
+        x = xn + out
+        xn = self.norm_self(x)
+        x = xn + _cross(self.self_attn, xn + x_pe, xn + x_pe, xn, None, False)
+        x = x + self.ffn(self.norm_ffn(x))
+        flat = flat + _cross(self.read_from_query, flat + pixel_pe, x + x_pe, x, None, False)
+        pixel = self.pixel_ffn(flat.transpose(1, 2).reshape(b * n, c, h, w)).view(b, n, c, h, w)
+        return x, pixel, weights
+
+
+def _cross(mha: MultiHeadAttention, q_in: Tensor, k_in: Tensor, v_in: Tensor, mask: Tensor | None,
+           need_weights: bool):
+    """Attention with separate query/key/value inputs through the shared MHA's
+    projections and kernel (its forward takes one context for both keys and values)."""
+    q = mha.split(mha.q_proj(q_in))
+    k = mha.split(mha.k_proj(k_in))
+    v = mha.split(mha.v_proj(v_in))
+    m = mask[:, None] if mask is not None else None
+    if need_weights:
+        from repro.blocks.attention import softmax_weights
+
+        wts = softmax_weights(q, k, m)
+        out = wts @ v
+    else:
+        out = mha.attn(q, k, v, m)
+    b, hh, L, d = out.shape
+    out = mha.out_proj(out.transpose(1, 2).reshape(b, L, hh * d))
+    return (out, wts) if need_weights else out
+
+
+class ObjectTransformer(nn.Module):
+    """The query-based object transformer (Sec. 3.2): queries = learned init + projected
+    object memory; pixel embedding = 2D sine PE + projection of the pixel readout; an
+    auxiliary mask head before the first block and after every block provides the
+    foreground-background attention mask of the next block (and an auxiliary loss)."""
+
+    def __init__(self, dim: int, heads: int, ff_dim: int, num_queries: int, num_blocks: int,
+                 attn=sdpa_attention) -> None:
+        super().__init__()
+        self.dim, self.q = dim, num_queries
+        self.query_init = nn.Embedding(num_queries, dim)
+        self.query_emb = nn.Embedding(num_queries, dim)
+        self.summary_to_init = nn.Linear(dim, dim)
+        self.summary_to_emb = nn.Linear(dim, dim)
+        self.pixel_init_proj = nn.Conv2d(dim, dim, 1)
+        self.pixel_emb_proj = nn.Conv2d(dim, dim, 1)
+        self.blocks = nn.ModuleList(ObjectTransformerBlock(dim, heads, ff_dim, attn) for _ in range(num_blocks))
+        self.mask_pred = nn.ModuleList(nn.Sequential(nn.ReLU(), nn.Conv2d(dim, 1, 1)) for _ in range(num_blocks + 1))
+
+    def forward(self, pixel: Tensor, obj_memory: Tensor, need_weights: bool = False) -> tuple[Tensor, dict]:
+        # pixel: B, N, C, H, W; obj_memory: B, N, Q, C+1 (sums and area accumulated over time)
+        b, n, c, h, w = pixel.shape
+        values = obj_memory[..., :-1] / (obj_memory[..., -1:] + 1e-4)
+        values = values.flatten(0, 1)  # BN, Q, C
+        x = self.query_init.weight[None] + self.summary_to_init(values)
+        x_pe = self.query_emb.weight[None] + self.summary_to_emb(values)
+        pe = sine_pe_2d(h, w, c, device=pixel.device, dtype=pixel.dtype)
+        pixel_pe = pe[None] + gconv(self.pixel_emb_proj, pixel).flatten(3).flatten(0, 1).transpose(1, 2)
+        pixel = gconv(self.pixel_init_proj, pixel)
+        aux = [gconv(self.mask_pred[0], pixel).squeeze(2)]
+        masks, weights = [], None
+        for i, block in enumerate(self.blocks):
+            mask = fg_bg_attention_mask(aux[-1], self.q)
+            masks.append(mask)
+            x, pixel, weights = block(x, pixel, x_pe, pixel_pe, mask, need_weights)
+            aux.append(gconv(self.mask_pred[i + 1], pixel).squeeze(2))
+        return pixel, {"aux_logits": aux, "attn_masks": masks, "q_weights": weights}
+
+
+# --------------------------------------------------------------------------- decoder
+
+
+class MaskDecoder(nn.Module):
+    """Pixel decoder: coarse readout -> mid -> fine with skip connections from the query
+    encoder, a 3x3 prediction conv, and the sensory GRU fed by all three scales."""
+
+    def __init__(self, ms_dims: tuple[int, int, int], up_dims: tuple[int, int, int], sensory_dim: int) -> None:
+        super().__init__()
+        self.skip_mid = nn.Conv2d(ms_dims[1], up_dims[0], 1)
+        self.skip_fine = nn.Conv2d(ms_dims[2], up_dims[1], 1)
+        self.up1 = ResBlock(up_dims[0], up_dims[1])
+        self.up2 = ResBlock(up_dims[1], up_dims[2])
+        self.pred = nn.Conv2d(up_dims[2], 1, 3, padding=1)
+        self.s_coarse = nn.Conv2d(up_dims[0], sensory_dim, 1)
+        self.s_mid = nn.Conv2d(up_dims[1], sensory_dim, 1)
+        self.s_fine = nn.Conv2d(up_dims[2] + 1, sensory_dim, 1)
+        self.s_gru = nn.Conv2d(2 * sensory_dim, 3 * sensory_dim, 3, padding=1)
+        nn.init.xavier_normal_(self.s_gru.weight)
+
+    def forward(self, ms: list[Tensor], readout: Tensor, sensory: Tensor, update_sensory: bool = True):
+        f_mid, f_fine = self.skip_mid(ms[1]), self.skip_fine(ms[2])
+        p_c = readout
+        p_m = resize_groups(p_c, f_mid.shape[-2:]) + f_mid.unsqueeze(1)
+        p_m = gconv(self.up1, p_m)
+        p_f = resize_groups(p_m, f_fine.shape[-2:]) + f_fine.unsqueeze(1)
+        p_f = gconv(self.up2, p_f)
+        logits = gconv(self.pred, F.relu(p_f)).squeeze(2)  # B, N, Hf, Wf
+        if update_sensory:
+            size = sensory.shape[-2:]
+            g = gconv(self.s_coarse, p_c) + gconv(self.s_mid, resize_groups(p_m, size, "area")) + \
+                gconv(self.s_fine, resize_groups(torch.cat([p_f, logits.unsqueeze(2)], 2), size, "area"))
+            sensory = gru_update(sensory, gconv(self.s_gru, torch.cat([g, sensory], 2)))
+        return sensory, logits
+
+
+# --------------------------------------------------------------------------- the network
+
+
+class CutieNet(nn.Module):
+    """The Cutie network. ``num_blocks=0`` removes the object transformer and the object
+    memory (the pixel-only ablation). ``attn`` selects the attention kernel."""
+
+    def __init__(self, *, encoder: str = "resnet18", width: int = 16, pixel_dim: int = 256, key_dim: int = 64,
+                 value_dim: int = 256, sensory_dim: int = 256, embed_dim: int = 256, num_queries: int = 16,
+                 num_blocks: int = 3, num_heads: int = 8, ff_dim: int = 2048,
+                 up_dims: tuple[int, int, int] = (256, 128, 128), attention: str = "sdpa") -> None:
+        super().__init__()
+        if up_dims[0] != embed_dim:
+            raise ValueError("up_dims[0] must equal embed_dim (the decoder reads the object readout)")
+        attn = {"sdpa": sdpa_attention, "naive": naive_attention}[attention]
+        self.pixel_encoder = make_encoder(encoder, 3, width)
+        ms_dims = self.pixel_encoder.dims
+        self.fine_stride = self.pixel_encoder.fine_stride
+        self.pix_feat_proj = nn.Conv2d(ms_dims[0], pixel_dim, 1)
+        self.key_proj = KeyProjection(ms_dims[0], pixel_dim, key_dim)
+        # mask encoder: image + this object's mask + all other objects' masks
+        self.mask_encoder = make_encoder("resnet18" if encoder != "tiny" else "tiny", 5, width)
+        self.mask_fuser = FusionBlock(pixel_dim, self.mask_encoder.dims[0], value_dim)
+        self.sensory_deep = nn.Conv2d(value_dim + sensory_dim, 3 * sensory_dim, 3, padding=1)
+        nn.init.xavier_normal_(self.sensory_deep.weight)
+        self.sensory_compress = nn.Conv2d(sensory_dim + 2, value_dim, 1)
+        self.pixel_fuser = FusionBlock(pixel_dim, value_dim, embed_dim)
+        self.num_blocks, self.num_queries, self.sensory_dim = num_blocks, num_queries, sensory_dim
+        if num_blocks > 0:
+            self.object_summarizer = ObjectSummarizer(value_dim, embed_dim, num_queries)
+            self.object_transformer = ObjectTransformer(embed_dim, num_heads, ff_dim, num_queries, num_blocks, attn)
+        self.mask_decoder = MaskDecoder(ms_dims, up_dims, sensory_dim)
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def uses_objects(self) -> bool:
+        return self.num_blocks > 0
+
+    # ---- per-frame pieces
+    def encode_image(self, image: Tensor):
+        """image (B, 3, H, W) in [0, 1] -> multi-scale features, pixel feature, key, shrinkage, selection."""
+        ms = self.pixel_encoder((image - self.mean) / self.std)
+        key, shrink, sel = self.key_proj(ms[0])
+        return ms, self.pix_feat_proj(ms[0]), key, shrink, sel
+
+    def encode_mask(self, image: Tensor, pix_feat: Tensor, sensory: Tensor, masks: Tensor,
+                    deep_update: bool = True):
+        """masks (B, N, H, W) probabilities -> value (B, N, CV, h, w), new sensory, object summaries."""
+        b, n = masks.shape[:2]
+        others = (masks.sum(1, keepdim=True) - masks).clamp(0, 1)
+        img = ((image - self.mean) / self.std).unsqueeze(1).expand(-1, n, -1, -1, -1)
+        g = torch.cat([img, masks.unsqueeze(2), others.unsqueeze(2)], 2).flatten(0, 1)
+        g = self.mask_encoder(g)[0]
+        g = g.view(b, n, *g.shape[1:])
+        value = self.mask_fuser(pix_feat, g)
+        if deep_update:
+            sensory = gru_update(sensory, gconv(self.sensory_deep, torch.cat([value, sensory], 2)))
+        summaries = self.object_summarizer(masks, value) if self.uses_objects else None
+        return value, sensory, summaries
+
+    def read_pixel_memory(self, qk, qe, mem_keys, mem_shrink, mem_values, top_k: int | None) -> Tensor:
+        """qk/qe (B, CK, h, w); mem_keys (B, CK, M); mem_shrink (B, 1, M); mem_values (B, N, CV, M)."""
+        b, _, h, w = qk.shape
+        sim = memory_similarity(mem_keys, mem_shrink, qk.flatten(2), qe.flatten(2))
+        aff = topk_softmax(sim, top_k)
+        return memory_readout(aff, mem_values).view(b, mem_values.shape[1], -1, h, w)
+
+    def fuse(self, pix_feat: Tensor, readout: Tensor, sensory: Tensor, last_mask: Tensor) -> Tensor:
+        """Pixel readout + sensory memory + last mask -> R0 (B, N, C, h, w)."""
+        lm = F.interpolate(last_mask, size=sensory.shape[-2:], mode="area")
+        others = (lm.sum(1, keepdim=True) - lm).clamp(0, 1)
+        s = gconv(self.sensory_compress, torch.cat([sensory, lm.unsqueeze(2), others.unsqueeze(2)], 2))
+        return self.pixel_fuser(pix_feat, readout + s)
+
+    def object_readout(self, r0: Tensor, obj_memory: Tensor | None, need_weights: bool = False):
+        if not self.uses_objects:
+            return r0, {"aux_logits": [], "attn_masks": [], "q_weights": None}
+        return self.object_transformer(r0, obj_memory, need_weights)
+
+    def segment(self, ms, readout, sensory, update_sensory: bool = True, out_size=None):
+        """-> new sensory, per-object logits (B, N, h_f, w_f), probabilities (B, N+1, H, W) incl. background."""
+        sensory, logits = self.mask_decoder(ms, readout, sensory, update_sensory)
+        agg = soft_aggregate(torch.sigmoid(logits), dim=1)
+        size = out_size or tuple(s * self.fine_stride for s in logits.shape[-2:])
+        agg = F.interpolate(agg, size=size, mode="bilinear", align_corners=False)
+        return sensory, logits, agg
+
+    def init_sensory(self, b: int, n: int, h: int, w: int, device, dtype=torch.float32) -> Tensor:
+        return torch.zeros(b, n, self.sensory_dim, h, w, device=device, dtype=dtype)
+
+    # ---- training: one clip, first-frame ground truth, the model's own predictions after
+    def forward_clip(self, frames: Tensor, first_mask: Tensor, num_ref_frames: int = 3,
+                     deep_update_every: bool = True) -> dict:
+        """frames (B, T, 3, H, W); first_mask (B, N, H, W). Returns the aggregated logits
+        (B, T-1, N+1, H, W) of frames 1..T-1 and the object transformer's auxiliary logits."""
+        b, t = frames.shape[:2]
+        n = first_mask.shape[1]
+        ms_all, pix_all, keys, shrink, sel = self.encode_image(frames.flatten(0, 1))
+        h, w = keys.shape[-2:]
+        unflat = lambda x: x.view(b, t, *x.shape[1:])  # noqa: E731
+        ms_all = [unflat(m) for m in ms_all]
+        pix_all, keys, shrink, sel = unflat(pix_all), unflat(keys), unflat(shrink), unflat(sel)
+        sensory = self.init_sensory(b, n, h, w, frames.device, frames.dtype)
+        value, sensory, summ = self.encode_mask(frames[:, 0], pix_all[:, 0], sensory, first_mask)
+        mem = [(0, value, summ)]
+        last = first_mask
+        outs, aux_all = [], []
+        for ti in range(1, t):
+            ref = [mem[0]] + mem[1:][-(num_ref_frames - 1):] if num_ref_frames > 1 else [mem[0]]
+            idx = [r[0] for r in ref]
+            mk = keys[:, idx].transpose(1, 2).flatten(2)  # B, CK, T'hw
+            msh = shrink[:, idx].transpose(1, 2).flatten(2)
+            mv = torch.stack([r[1] for r in ref], 3).flatten(3)  # B, N, CV, T'hw
+            readout = self.read_pixel_memory(keys[:, ti], sel[:, ti], mk, msh, mv, top_k=None)
+            r0 = self.fuse(pix_all[:, ti], readout, sensory, last)
+            obj_mem = torch.stack([m[2] for m in mem], 0).sum(0) if self.uses_objects else None
+            feat, aux = self.object_readout(r0, obj_mem)
+            ms_t = [m[:, ti] for m in ms_all]
+            sensory, _, agg = self.segment(ms_t, feat, sensory, out_size=frames.shape[-2:])
+            outs.append(agg)
+            aux_all.append(aux["aux_logits"])
+            prob = torch.softmax(agg, dim=1)[:, 1:]
+            last = prob
+            if ti < t - 1:
+                value, sensory, summ = self.encode_mask(frames[:, ti], pix_all[:, ti], sensory, prob,
+                                                        deep_update=deep_update_every)
+                mem.append((ti, value, summ))
+        return {"logits": torch.stack(outs, 1), "aux_logits": aux_all}
+
+
+# --------------------------------------------------------------------------- inference
+
+
+class MemorySchedule:
+    """Which frames enter memory (official eval config for DAVIS/YouTube-VOS/MOSE):
+    the first frame is permanent; afterwards every ``mem_every``-th frame is memorised;
+    working memory keeps at most ``max_mem_frames`` frames including the permanent one,
+    dropping the oldest non-permanent frame first (FIFO)."""
+
+    def __init__(self, mem_every: int = 5, max_mem_frames: int = 5) -> None:
+        if mem_every < 1 or max_mem_frames < 1:
+            raise ValueError("mem_every and max_mem_frames must be >= 1")
+        self.mem_every, self.max_mem_frames = mem_every, max_mem_frames
+
+    def is_mem_frame(self, ti: int, last_mem_ti: int) -> bool:
+        return ti - last_mem_ti >= self.mem_every
+
+    def kept(self, mem_frames: list[int]) -> list[int]:
+        """The frames kept in working memory, given all memorised frames in order."""
+        if len(mem_frames) <= self.max_mem_frames:
+            return list(mem_frames)
+        return [mem_frames[0]] + mem_frames[len(mem_frames) - (self.max_mem_frames - 1):] \
+            if self.max_mem_frames > 1 else [mem_frames[0]]
+
+
+@torch.no_grad()
+def segment_video(net: CutieNet, frames: Tensor, first_mask: Tensor, *, mem_every: int = 5,
+                  max_mem_frames: int = 5, top_k: int | None = 30,
+                  probs: list | None = None) -> tuple[Tensor, list[int]]:
+    """Semi-supervised VOS of one video: frames (T, 3, H, W) in [0, 1], first-frame masks
+    (N, H, W) in {0, 1}. Returns per-pixel labels (T, H, W) (0 background, i = object i)
+    and the indices of the memorised frames. Sensory memory is updated every frame
+    (official stagger_updates=5 >= mem_every=5 means every frame), deep-updated on memory
+    frames; object memory accumulates the summaries of all memorised frames. ``probs``: if a
+    list, each segmented frame's probabilities (N+1, H, W) (background first) are appended."""
+    sched = MemorySchedule(mem_every, max_mem_frames)
+    # pad to a multiple of the coarsest stride, centred (the official pad_divide_by), crop at the end
+    d = net.fine_stride * 4
+    h0, w0 = frames.shape[-2:]
+    ph, pw = (d - h0 % d) % d, (d - w0 % d) % d
+    pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+    if ph or pw:
+        frames, first_mask = F.pad(frames, pad), F.pad(first_mask, pad)
+    crop = (slice(pad[2], pad[2] + h0), slice(pad[0], pad[0] + w0))
+    t_len = frames.shape[0]
+    n = first_mask.shape[0]
+    ms, pix, key, shrink, sel = net.encode_image(frames[:1])
+    sensory = net.init_sensory(1, n, *key.shape[-2:], frames.device, frames.dtype)
+    masks = first_mask[None].float()
+    value, sensory, summ = net.encode_mask(frames[:1], pix, sensory, masks)
+    store = {0: (key.flatten(2), shrink.flatten(2), value.flatten(3))}
+    obj_mem = summ
+    mem_frames, last_mem = [0], 0
+    labels = [torch.where(masks[0].amax(0) > 0.5, masks[0].argmax(0) + 1, torch.zeros_like(masks[0, 0])).long()]
+    last = masks
+    for ti in range(1, t_len):
+        ms, pix, key, shrink, sel = net.encode_image(frames[ti:ti + 1])
+        kept = sched.kept(mem_frames)
+        mk = torch.cat([store[i][0] for i in kept], 2)
+        msh = torch.cat([store[i][1] for i in kept], 2)
+        mv = torch.cat([store[i][2] for i in kept], 3)
+        readout = net.read_pixel_memory(key, sel, mk, msh, mv, top_k)
+        r0 = net.fuse(pix, readout, sensory, last)
+        feat, _ = net.object_readout(r0, obj_mem)
+        sensory, _, agg = net.segment(ms, feat, sensory, out_size=frames.shape[-2:])
+        prob = torch.softmax(agg, dim=1)
+        if probs is not None:
+            probs.append(prob[0][:, crop[0], crop[1]])
+        labels.append(prob[0].argmax(0))
+        last = prob[:, 1:]
+        if sched.is_mem_frame(ti, last_mem) and ti < t_len - 1:
+            value, sensory, summ = net.encode_mask(frames[ti:ti + 1], pix, sensory, last)
+            store[ti] = (key.flatten(2), shrink.flatten(2), value.flatten(3))
+            if summ is not None:
+                obj_mem = obj_mem + summ
+            mem_frames.append(ti)
+            last_mem = ti
+            for old in [i for i in store if i not in sched.kept(mem_frames)]:
+                del store[old]
+    return torch.stack(labels)[:, crop[0], crop[1]], mem_frames
+
+
+# --------------------------------------------------------------------------- training module
+
+
+def build_net(cfg) -> CutieNet:
+    return CutieNet(encoder=cfg.encoder, width=cfg.width, pixel_dim=cfg.pixel_dim, key_dim=cfg.key_dim,
+                    value_dim=cfg.value_dim, sensory_dim=cfg.sensory_dim, embed_dim=cfg.embed_dim,
+                    num_queries=cfg.num_queries, num_blocks=cfg.num_blocks, num_heads=cfg.num_heads,
+                    ff_dim=cfg.ff_dim, up_dims=tuple(cfg.up_dims), attention=cfg.attention)
+
+
+def clip_losses(out: dict, labels: Tensor, num_objects: int, aux_weight: float) -> dict[str, Tensor]:
+    """Cross-entropy over (background, objects) plus soft Dice per object on every
+    predicted frame (the paper's losses, here on all pixels instead of sampled points),
+    and the object transformer's auxiliary mask losses (official weight 0.01)."""
+    logits = out["logits"]  # B, T-1, N+1, H, W
+    b, t = logits.shape[:2]
+    flat = logits.flatten(0, 1)
+    lab = labels.flatten(0, 1)
+    ce = F.cross_entropy(flat, lab)
+    prob = torch.softmax(flat, 1)[:, 1:]
+    onehot = torch.stack([(lab == j + 1).float() for j in range(num_objects)], 1)
+    inter = (prob * onehot).flatten(2).sum(-1)
+    dice = 1 - (2 * inter + 1) / (prob.flatten(2).sum(-1) + onehot.flatten(2).sum(-1) + 1)
+    losses = {"ce": ce, "dice": dice.mean()}
+    aux = torch.zeros((), device=logits.device)
+    count = 0
+    for ti, per_block in enumerate(out["aux_logits"]):
+        for al in per_block:  # B, N, h, w
+            tgt = F.interpolate(onehot.view(b, t, num_objects, *onehot.shape[-2:])[:, ti], size=al.shape[-2:],
+                                mode="area")
+            aux = aux + F.binary_cross_entropy_with_logits(al, tgt)
+            count += 1
+    losses["aux"] = aux / max(count, 1)
+    losses["loss"] = ce + losses["dice"] + aux_weight * losses["aux"]
+    return losses
+
+
+class CutieModule(pl.LightningModule):
+    """Lightning wrapper: one clip per example, first-frame ground truth, the network's
+    own soft predictions written into memory for the later frames (Sec. 4, training)."""
+
+    def __init__(self, cfg) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.net = build_net(cfg)
+
+    def _step(self, batch) -> dict[str, Tensor]:
+        out = self.net.forward_clip(batch["frames"], batch["first_mask"], num_ref_frames=self.cfg.num_ref_frames)
+        return clip_losses(out, batch["labels"], self.cfg.num_objects, self.cfg.aux_weight)
+
+    def training_step(self, batch, batch_idx):
+        losses = self._step(batch)
+        self.log("train/loss", losses["loss"], prog_bar=True)
+        return losses["loss"]
+
+    def test_step(self, batch, batch_idx):
+        losses = self._step(batch)
+        self.log("test/clip_loss", losses["loss"])
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)

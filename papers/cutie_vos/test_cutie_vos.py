@@ -1,0 +1,451 @@
+"""Unit tests for Cutie: masked attention, memory reading fast paths against naive
+references (outputs and gradients, awkward shapes), the memory schedule, object memory,
+J&F on hand-made masks against vos-benchmark, and the synthetic data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from papers.cutie_vos.model import (
+    CutieNet, MemorySchedule, ObjectSummarizer, ObjectTransformer, _cross, fg_bg_attention_mask,
+    memory_similarity, memory_similarity_naive, segment_video, soft_aggregate, topk_softmax, topk_softmax_naive,
+)
+from repro.blocks.attention import MultiHeadAttention, naive_attention
+
+
+def _tiny_net(num_blocks=1, attention="sdpa"):
+    return CutieNet(encoder="tiny", width=4, pixel_dim=8, key_dim=4, value_dim=8, sensory_dim=4, embed_dim=8,
+                    num_queries=4, num_blocks=num_blocks, num_heads=2, ff_dim=16, up_dims=(8, 4, 4),
+                    attention=attention)
+
+
+# --------------------------------------------------------------------------- masked attention
+
+
+@pytest.mark.unit
+def test_fg_bg_mask_splits_queries_between_foreground_and_background():
+    logits = torch.full((1, 2, 3, 5), -6.0)
+    logits[0, 0, 0, :2] = 6.0  # object 0 owns (0,0),(0,1)
+    logits[0, 1, 2, 4] = 6.0  # object 1 owns (2,4)
+    mask = fg_bg_attention_mask(logits, num_queries=4)  # (B*N, Q, HW)
+    assert mask.shape == (2, 4, 15) and mask.dtype == torch.bool
+    fg0 = torch.zeros(15, dtype=torch.bool)
+    fg0[[0, 1]] = True
+    fg1 = torch.zeros(15, dtype=torch.bool)
+    fg1[14] = True
+    for q in range(2):  # first half: foreground only
+        assert torch.equal(mask[0, q], fg0) and torch.equal(mask[1, q], fg1)
+    for q in range(2, 4):  # second half: everything else
+        assert torch.equal(mask[0, q], ~fg0) and torch.equal(mask[1, q], ~fg1)
+
+
+@pytest.mark.unit
+def test_fg_bg_mask_unblocks_a_query_with_nothing_to_attend():
+    logits = torch.full((1, 1, 2, 3), -6.0)  # no foreground at all
+    mask = fg_bg_attention_mask(logits, num_queries=2)
+    assert mask[0, 0].all(), "a foreground query with an empty foreground must see every pixel"
+    assert mask[0, 1].all()
+
+
+@pytest.mark.unit
+def test_masked_cross_attention_ignores_blocked_pixels():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(8, 2)
+    q_in = torch.randn(1, 4, 8)
+    k_in = torch.randn(1, 10, 8)
+    v_in = torch.randn(1, 10, 8)
+    fg = torch.zeros(10, dtype=torch.bool)
+    fg[[1, 4, 7]] = True
+    mask = torch.stack([fg, fg, ~fg, ~fg])[None]
+    out = _cross(mha, q_in, k_in, v_in, mask, False)
+    k2, v2 = k_in.clone(), v_in.clone()
+    k2[:, ~fg] += 5 * torch.randn_like(k2[:, ~fg])
+    v2[:, ~fg] += 5 * torch.randn_like(v2[:, ~fg])
+    out2 = _cross(mha, q_in, k2, v2, mask, False)
+    torch.testing.assert_close(out[:, :2], out2[:, :2])  # foreground queries: unchanged
+    assert not torch.allclose(out[:, 2:], out2[:, 2:])  # background queries: see the change
+    _, w = _cross(mha, q_in, k_in, v_in, mask, True)
+    w = w.detach()
+    assert float(w[0, :, :2][..., ~fg].abs().max()) == 0.0
+    assert float(w[0, :, 2:][..., fg].abs().max()) == 0.0
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("shape", [(1, 1, 3, 5), (2, 3, 5, 7)])
+def test_object_transformer_sdpa_matches_naive(shape):
+    b, n, h, w = shape
+    torch.manual_seed(1)
+    fast = ObjectTransformer(8, 2, 16, num_queries=6, num_blocks=2)
+    slow = ObjectTransformer(8, 2, 16, num_queries=6, num_blocks=2, attn=naive_attention)
+    slow.load_state_dict(fast.state_dict())
+    pixel = torch.randn(b, n, 8, h, w, requires_grad=True)
+    mem = torch.rand(b, n, 6, 9)
+    o1, a1 = fast(pixel, mem)
+    g1 = torch.autograd.grad(o1.square().sum() + sum(x.sum() for x in a1["aux_logits"]), pixel)[0]
+    o2, a2 = slow(pixel, mem)
+    g2 = torch.autograd.grad(o2.square().sum() + sum(x.sum() for x in a2["aux_logits"]), pixel)[0]
+    torch.testing.assert_close(o1, o2, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-5)
+    for m1, m2 in zip(a1["attn_masks"], a2["attn_masks"]):
+        assert torch.equal(m1, m2)
+
+
+# --------------------------------------------------------------------------- pixel memory
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("b,ck,m,p", [(1, 3, 7, 5), (2, 16, 33, 19)])
+def test_memory_similarity_matches_naive(b, ck, m, p):
+    torch.manual_seed(2)
+    mk = torch.randn(b, ck, m, dtype=torch.float64, requires_grad=True)
+    ms = (torch.rand(b, 1, m, dtype=torch.float64) + 1).requires_grad_()
+    qk = torch.randn(b, ck, p, dtype=torch.float64, requires_grad=True)
+    qe = torch.rand(b, ck, p, dtype=torch.float64, requires_grad=True)
+    a = memory_similarity(mk, ms, qk, qe)
+    r = memory_similarity_naive(mk, ms, qk, qe)
+    torch.testing.assert_close(a, r)
+    g = torch.randn_like(a)
+    ga = torch.autograd.grad(a, (mk, ms, qk, qe), g)
+    gr = torch.autograd.grad(r, (mk, ms, qk, qe), g)
+    for x, y in zip(ga, gr):
+        torch.testing.assert_close(x, y)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("top_k", [1, 3, 30, None])
+def test_topk_softmax_matches_naive(top_k):
+    torch.manual_seed(3)
+    sim = torch.randn(2, 11, 7, dtype=torch.float64, requires_grad=True)
+    a = topk_softmax(sim, top_k)
+    r = topk_softmax_naive(sim, top_k)
+    torch.testing.assert_close(a, r)
+    torch.testing.assert_close(a.sum(1), torch.ones(2, 7, dtype=torch.float64))
+    if top_k is not None and top_k < 11:
+        assert int((a > 0).sum(1).max()) == top_k
+    g = torch.randn_like(a)
+    torch.testing.assert_close(torch.autograd.grad(a, sim, g)[0], torch.autograd.grad(r, sim, g)[0])
+
+
+@pytest.mark.unit
+def test_soft_aggregate_is_a_distribution_and_keeps_the_winner():
+    p = torch.tensor([[[[0.9]], [[0.2]]], [[[0.1]], [[0.05]]]])  # B=2, N=2, 1x1
+    prob = torch.softmax(soft_aggregate(p), dim=1)
+    torch.testing.assert_close(prob.sum(1), torch.ones(2, 1, 1))
+    assert prob[0].argmax(0).item() == 1 and prob[1].argmax(0).item() == 0  # object 1 / background
+
+
+# --------------------------------------------------------------------------- object memory
+
+
+@pytest.mark.unit
+def test_object_summaries_pool_foreground_and_background_separately():
+    torch.manual_seed(4)
+    summ = ObjectSummarizer(value_dim=6, embed_dim=8, num_summaries=4)
+    masks = torch.zeros(1, 1, 4, 6)
+    masks[..., :2, :3] = 1.0
+    value = torch.randn(1, 1, 6, 4, 6)
+    s = summ(masks, value)
+    assert s.shape == (1, 1, 4, 9)
+    v2 = value.clone()
+    v2[..., 2:, :] += 3 * torch.randn_like(v2[..., 2:, :])  # background only
+    v2[..., :2, 3:] += 3 * torch.randn_like(v2[..., :2, 3:])
+    s2 = summ(masks, v2)
+    torch.testing.assert_close(s[:, :, :2], s2[:, :, :2])  # foreground summaries unchanged
+    assert not torch.allclose(s[:, :, 2:], s2[:, :, 2:])
+    assert float(s[0, 0, :2, -1].max()) <= 6.0 + 1e-5  # area <= number of foreground pixels
+
+
+# --------------------------------------------------------------------------- memory schedule
+
+
+@pytest.mark.unit
+def test_memory_schedule_every_and_fifo_with_permanent_first_frame():
+    s = MemorySchedule(mem_every=5, max_mem_frames=3)
+    mem, last = [0], 0
+    for t in range(1, 23):
+        if s.is_mem_frame(t, last):
+            mem.append(t)
+            last = t
+    assert mem == [0, 5, 10, 15, 20]
+    assert s.kept(mem) == [0, 15, 20]
+    assert MemorySchedule(5, 1).kept(mem) == [0]
+    assert MemorySchedule(5, 10).kept(mem) == mem
+
+
+@pytest.mark.unit
+def test_segment_video_follows_the_schedule():
+    torch.manual_seed(5)
+    net = _tiny_net().eval()
+    frames = torch.rand(12, 3, 16, 24)
+    first = torch.zeros(2, 16, 24)
+    first[0, :5, :5] = 1
+    first[1, 8:, 10:] = 1
+    labels, mem = segment_video(net, frames, first, mem_every=3, max_mem_frames=2, top_k=5)
+    assert labels.shape == (12, 16, 24)
+    assert mem == [0, 3, 6, 9]  # the last frame (11) is never memorised
+    assert set(labels.unique().tolist()) <= {0, 1, 2}
+    assert labels[0, 0, 0] == 1 and labels[0, 15, 23] == 2  # frame 0 is the given annotation
+
+
+@pytest.mark.unit
+def test_pixel_only_arm_has_no_object_transformer():
+    net = _tiny_net(num_blocks=0)
+    assert not hasattr(net, "object_transformer") and not hasattr(net, "object_summarizer")
+    out = net.forward_clip(torch.rand(1, 3, 3, 16, 16), torch.ones(1, 1, 16, 16) * (torch.rand(1, 1, 16, 16) > 0.5))
+    assert out["logits"].shape == (1, 2, 2, 16, 16) and out["aux_logits"] == [[], []]
+
+
+@pytest.mark.unit
+def test_sdpa_and_naive_networks_agree_on_a_clip():
+    torch.manual_seed(6)
+    a, b = _tiny_net(2, "sdpa"), _tiny_net(2, "naive")
+    b.load_state_dict(a.state_dict())
+    frames, first = torch.rand(2, 3, 3, 16, 24), (torch.rand(2, 2, 16, 24) > 0.6).float()
+    la = a.forward_clip(frames, first)["logits"]
+    lb = b.forward_clip(frames, first)["logits"]
+    torch.testing.assert_close(la, lb, rtol=1e-4, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- J&F
+
+
+def _write(root, vid, arrays):
+    (root / vid).mkdir(parents=True, exist_ok=True)
+    for t, a in enumerate(arrays):
+        Image.fromarray(a.astype(np.uint8)).save(root / vid / f"{t:05d}.png")
+
+
+@pytest.mark.unit
+def test_jf_on_hand_made_masks(tmp_path):
+    pytest.importorskip("vos_benchmark")
+    from repro.metrics.vos import VOSEvaluationError, evaluate_jf
+
+    gt_frames, pred_frames = [], []
+    for t in range(5):
+        g = np.zeros((40, 40), np.uint8)
+        g[10:30, 10:30] = 1  # 400 pixels
+        p = np.zeros_like(g)
+        p[10:30, 10:20] = 1  # 200 pixels inside: IoU 0.5
+        gt_frames.append(g)
+        pred_frames.append(p if t != 2 else g)  # frame 2 perfect
+    _write(tmp_path / "gt", "v", gt_frames)
+    _write(tmp_path / "pred", "v", pred_frames)
+    res = evaluate_jf(tmp_path / "gt", tmp_path / "pred")
+    # frames 1..3 are evaluated (first and last skipped): IoU 0.5, 1.0, 0.5
+    assert res.j == pytest.approx(100 * (0.5 + 1.0 + 0.5) / 3, abs=1e-6)
+    assert 0 < res.f < 100 and res.jf == pytest.approx((res.j + res.f) / 2)
+    assert not (tmp_path / "pred" / "results.csv").exists(), "the prediction folder must not be written to"
+    same = evaluate_jf(tmp_path / "gt", tmp_path / "gt")
+    assert same.jf == pytest.approx(100.0)
+    (tmp_path / "pred" / "v" / "00002.png").unlink()
+    with pytest.raises(VOSEvaluationError, match="v/00002.png"):
+        evaluate_jf(tmp_path / "gt", tmp_path / "pred")
+    (tmp_path / "pred" / "v" / "00002.png").write_bytes(b"")  # keep a file; now a video is missing
+    _write(tmp_path / "gt", "w", gt_frames)
+    with pytest.raises(VOSEvaluationError, match="w/"):
+        evaluate_jf(tmp_path / "gt", tmp_path / "pred")
+
+
+# --------------------------------------------------------------------------- synthetic data
+
+
+@pytest.mark.unit
+def test_synthetic_video_has_a_crossing_unannotated_distractor():
+    from data_scripts._vos_synth import render_video
+
+    f1, m1 = render_video(7, 16, 64, 64)
+    f2, m2 = render_video(7, 16, 64, 64)
+    assert np.array_equal(f1, f2) and np.array_equal(m1, m2), "rendering must be deterministic"
+    assert set(np.unique(m1)) <= {0, 1}
+    areas = (m1 == 1).sum((1, 2))
+    assert areas[0] > 20 and areas.min() < areas[0], "the crossing must occlude the target at some frame"
+    # the distractor is drawn but not annotated: image pixels that look like the target lie outside the mask
+    f0 = f1[0].astype(float)
+    tgt = f0[m1[0] == 1].mean(0)
+    close = (np.abs(f0 - tgt).sum(-1) < 60) & (m1[0] == 0)
+    assert close.sum() > 10
+
+
+# --------------------------------------------------------------------------- the cpu claim
+
+
+@pytest.mark.cpu_claim
+@pytest.mark.slow
+def test_cpu_profile_judges_both_claims(tmp_path):
+    """The whole cpu profile (3 seeds x 2 arms): every claim gets a real verdict."""
+    from repro import registry, runner
+    from repro.training import TrainerOptions
+
+    recipe = registry.get_recipe("cutie_vos")
+    opts = runner.RunOptions(profile="cpu", runs_root=tmp_path, wandb="disabled",
+                             trainer=TrainerOptions(progress=False), echo=lambda s: None)
+    res = runner.execute(recipe, opts)
+    assert not res["errors"], res["errors"]
+    assert res["_exit_code"] in (0, 1)
+    assert {c["verdict"] for c in res["claims"]} <= {"reproduced", "not-reproduced"}
+    assert (tmp_path / "cutie_vos" / res["run_id"] / "figures" / "masks_cutie.png").exists()
+
+
+@pytest.mark.unit
+def test_clips_from_the_davis_fixture(tmp_path, monkeypatch):
+    import data_scripts
+    from papers.cutie_vos.data import ClipDataset, read_video, split_videos
+
+    monkeypatch.setenv("REPRO_DATA", str(tmp_path))
+    root = data_scripts.build_fixture("davis2017") / "trainval"
+    train = split_videos(root, "train")
+    ds = ClipDataset(root, train, num_clips=6, seq_length=3, max_skip=2, num_objects=2, crop=0, seed=0)
+    item = ds[0]
+    assert item["frames"].shape == (3, 3, 64, 96) and item["first_mask"].shape == (2, 64, 96)
+    assert item["labels"].shape == (2, 64, 96) and int(item["labels"].max()) <= 2
+    again = ClipDataset(root, train, num_clips=6, seq_length=3, max_skip=2, num_objects=2, crop=0, seed=0)[0]
+    assert torch.equal(item["frames"], again["frames"]), "clip i must be a function of (seed, i)"
+    assert any(int(ds[i]["num_valid"]) == 2 for i in range(6)), "the fixture has two-object videos"
+    frames, first, ids, names = read_video(root, split_videos(root, "val")[0])
+    assert frames.shape[0] == len(names) == 8 and first.shape[0] == len(ids) >= 1
+
+
+# --------------------------------------------------------------------------- against the official code
+
+
+def _official_name(ours: str) -> str:
+    """Our parameter name -> the official CUTIE's (hkchengrex/Cutie) for the same tensor."""
+    import re
+
+    fusion = [(r"\.x_proj\.", ".distributor.x_transform."), (r"\.g_proj\.", ".distributor.g_transform."),
+              (r"\.eca\.", ".conv.")]
+    rules = [
+        (r"^pixel_encoder\.stem\.0\.", "pixel_encoder.conv1."), (r"^pixel_encoder\.stem\.1\.", "pixel_encoder.bn1."),
+        (r"^pixel_encoder\.layer1\.", "pixel_encoder.res2."),
+        (r"^mask_encoder\.stem\.0\.", "mask_encoder.conv1."), (r"^mask_encoder\.stem\.1\.", "mask_encoder.bn1."),
+        (r"^key_proj\.proj\.", "key_proj.pix_feat_proj."), (r"^key_proj\.key\.", "key_proj.key_proj."),
+        (r"^key_proj\.d\.", "key_proj.d_proj."), (r"^key_proj\.e\.", "key_proj.e_proj."),
+        (r"^mask_fuser\.", "mask_encoder.fuser."), (r"^sensory_deep\.", "mask_encoder.sensory_update.transform."),
+        (r"^pixel_fuser\.", "pixel_fuser.fuser."), (r"^sensory_compress\.", "pixel_fuser.sensory_compress."),
+        (r"summary_to_init", "summary_to_query_init"), (r"summary_to_emb", "summary_to_query_emb"),
+        (r"\.norm_read\.", ".read_from_pixel.norm."), (r"\.norm_self\.", ".self_attn.norm."),
+        (r"\.norm_ffn\.", ".ffn.norm."), (r"\.ffn\.0\.", ".ffn.linear1."), (r"\.ffn\.2\.", ".ffn.linear2."),
+        (r"\.read_from_pixel\.out_proj\.", ".read_from_pixel.cross_attn.out_proj."),
+        (r"\.read_from_query\.out_proj\.", ".read_from_query.cross_attn.out_proj."),
+        (r"\.self_attn\.out_proj\.", ".self_attn.self_attn.out_proj."),
+        (r"\.pixel_ffn\.(conv1|conv2)\.", r".pixel_ffn.conv.\1."), (r"\.pixel_ffn\.eca\.", ".pixel_ffn.conv.conv."),
+        (r"^mask_decoder\.skip_mid\.", "mask_decoder.decoder_feat_proc.transforms.0."),
+        (r"^mask_decoder\.skip_fine\.", "mask_decoder.decoder_feat_proc.transforms.1."),
+        (r"^mask_decoder\.up1\.skip\.", "mask_decoder.up_16_8.out_conv.downsample."),
+        (r"^mask_decoder\.up1\.", "mask_decoder.up_16_8.out_conv."), (r"^mask_decoder\.up2\.", "mask_decoder.up_8_4.out_conv."),
+        (r"^mask_decoder\.s_coarse\.", "mask_decoder.sensory_update.g16_conv."),
+        (r"^mask_decoder\.s_mid\.", "mask_decoder.sensory_update.g8_conv."),
+        (r"^mask_decoder\.s_fine\.", "mask_decoder.sensory_update.g4_conv."),
+        (r"^mask_decoder\.s_gru\.", "mask_decoder.sensory_update.transform."),
+    ]
+    name = ours
+    for pat, rep in rules:
+        name = re.sub(pat, rep, name)
+    if name.startswith(("mask_encoder.fuser.", "pixel_fuser.fuser.")):
+        for pat, rep in fusion:
+            name = re.sub(pat, rep, name)
+    return name
+
+
+def _load_official_into_ours(official_net, ours) -> None:
+    import re
+
+    src = official_net.state_dict()
+    new = {}
+    for name, tensor in ours.state_dict().items():
+        m = re.match(r"(.*)\.(read_from_pixel|read_from_query|self_attn)\.(q|k|v)_proj\.(weight|bias)$", name)
+        if m:
+            inner = "self_attn.self_attn" if m.group(2) == "self_attn" else f"{m.group(2)}.cross_attn"
+            packed = src[f"{m.group(1)}.{inner}.in_proj_{m.group(4)}"]
+            new[name] = packed.chunk(3, 0)["qkv".index(m.group(3))]
+        else:
+            new[name] = src[_official_name(name)]
+        assert new[name].shape == tensor.shape, name
+    ours.load_state_dict(new)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("size", [(128, 192), (120, 200)])  # the second needs padding to the stride-16 grid
+def test_same_weights_give_the_official_segmentation(size):
+    """With the official network's (random) weights loaded, our Cutie-small reproduces the
+    official InferenceCore's per-frame probabilities on a 2-object, 9-frame clip (memory
+    every 2 frames, at most 3 memory frames, top-k 30). Needs a checkout of hkchengrex/Cutie in
+    $CUTIE_OFFICIAL and omegaconf; nothing of it is copied here."""
+    import os
+    import sys
+    from pathlib import Path
+
+    path = os.environ.get("CUTIE_OFFICIAL")
+    if not path or not (Path(path) / "cutie" / "model" / "cutie.py").exists():
+        pytest.skip("set CUTIE_OFFICIAL to a checkout of https://github.com/hkchengrex/Cutie to compare")
+    OmegaConf = pytest.importorskip("omegaconf").OmegaConf
+    import torchvision
+
+    sys.path.insert(0, path)
+    from cutie.inference.inference_core import InferenceCore
+    from cutie.model import cutie as cutie_mod
+    from cutie.model.utils import resnet as official_resnet
+
+    official_resnet.model_zoo.load_url = lambda url, model_dir=None, **_: getattr(
+        torchvision.models, "resnet50" if "resnet50" in url else "resnet18")(weights=None).state_dict()
+    cfgdir = Path(path) / "cutie" / "config"
+    model = OmegaConf.merge(OmegaConf.load(cfgdir / "model" / "base.yaml"),
+                            {k: v for k, v in OmegaConf.load(cfgdir / "model" / "small.yaml").items() if k != "defaults"})
+    ev = OmegaConf.load(cfgdir / "eval_config.yaml")
+    for key in ("defaults", "hydra", "datasets"):
+        ev.pop(key, None)
+    cfg = OmegaConf.merge(ev, {"model": model, "mem_every": 2, "max_mem_frames": 3, "top_k": 30,
+                               "use_long_term": False})
+    torch.manual_seed(0)
+    official_net = cutie_mod.CUTIE(cfg).eval()
+    from papers.cutie_vos.model import build_net
+    from papers.cutie_vos.recipe import SMALL
+
+    ours = build_net(SMALL).eval()
+    _load_official_into_ours(official_net, ours)
+
+    from data_scripts._vos_synth import render_video
+
+    f, m = render_video(11, 9, *size, second_object=True)
+    frames = torch.from_numpy(f).permute(0, 3, 1, 2).float() / 255.0
+    first = torch.from_numpy(np.stack([m[0] == 1, m[0] == 2])).float()
+    with torch.inference_mode():
+        core = InferenceCore(official_net, cfg)
+        theirs = [core.step(frames[0], torch.from_numpy(m[0]).long(), objects=[1, 2])]
+        for t in range(1, 9):
+            theirs.append(core.step(frames[t], end=(t == 8)))
+        mine: list = []
+        _, mem = segment_video(ours, frames, first, mem_every=2, max_mem_frames=3, top_k=30, probs=mine)
+    assert mem == [0, 2, 4, 6]  # frames 7 and 8 read [0, 4, 6]: the FIFO eviction is exercised
+    for t in range(1, 9):
+        torch.testing.assert_close(mine[t - 1], theirs[t], rtol=1e-4, atol=1e-4, msg=f"frame {t}")
+
+
+@pytest.mark.unit
+def test_segment_video_pads_awkward_sizes_and_crops_back():
+    torch.manual_seed(7)
+    net = _tiny_net().eval()
+    frames = torch.rand(4, 3, 37, 53)  # not multiples of the stride-8 grid
+    first = torch.zeros(1, 37, 53)
+    first[0, 3:20, 30:50] = 1
+    probs: list = []
+    labels, _ = segment_video(net, frames, first, mem_every=2, max_mem_frames=2, top_k=4, probs=probs)
+    assert labels.shape == (4, 37, 53) and all(p.shape == (2, 37, 53) for p in probs)
+    assert torch.equal(labels[0], first[0].long())
+    torch.testing.assert_close(torch.stack(probs).sum(1), torch.ones(3, 37, 53))
+
+
+@pytest.mark.unit
+def test_inference_in_place_memory_path_matches_the_autograd_path():
+    torch.manual_seed(8)
+    mk, qk = torch.randn(2, 8, 45), torch.randn(2, 8, 13)
+    ms, qe = torch.rand(2, 1, 45) + 1, torch.rand(2, 8, 13)
+    ref = topk_softmax_naive(memory_similarity_naive(mk, ms, qk, qe), 7)
+    with torch.no_grad():
+        fast = topk_softmax(memory_similarity(mk, ms, qk, qe), 7)
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-6)
+    with torch.inference_mode():
+        torch.testing.assert_close(topk_softmax(memory_similarity(mk, ms, qk, qe), 7), ref, rtol=1e-5, atol=1e-6)
