@@ -106,3 +106,11 @@ def test_citation_cff_is_valid_cff_1_2():
     citation = create_citation(str(ROOT / "CITATION.cff"), None)
     citation.validate()
     assert citation.cffobj["cff-version"] == "1.2.0"
+
+
+def test_blessed_results_are_canonical_runs_of_the_current_profiles():
+    """A committed result must be the profile's own run: no --set, every arm and seed, and the
+    profile's current config (a profile changed after its run needs a new run)."""
+    stale = {f"results/{p}/{prof}.json": why for (p, prof), res in report.blessed_results().items()
+             if (why := report.not_canonical(res))}
+    assert not stale, stale
