@@ -77,23 +77,29 @@ def scene_config(cfg) -> SceneConfig:
                        sir_db=tuple(cfg.sir_db), snr_db=tuple(cfg.snr_db))
 
 
-def synthetic_corpus(cfg, cache: Path) -> Path:
-    """The cpu analogue's espeak-ng corpus in LibriSpeech's layout, built once per run."""
+def synthetic_corpus(cfg) -> Path:
+    """The cpu analogue's espeak-ng corpus in LibriSpeech's layout: a deterministic function
+    of its arguments, built once under ``$REPRO_DATA/synthetic/`` and reused by later runs."""
     from data_scripts import librispeech
+    from repro.paths import data_root
 
     spec = {cfg.train_split: (cfg.synth_train_speakers, cfg.synth_utts),
             cfg.test_split: (cfg.synth_test_speakers, cfg.synth_utts)}
-    key = json.dumps([spec, cfg.synth_words, cfg.synth_seed], sort_keys=True)
-    root = cache / f"corpus-{_crc(key)}"
+    key = json.dumps([spec, list(cfg.synth_words), cfg.synth_seed], sort_keys=True)
+    root = data_root() / "synthetic" / f"look_once_to_hear-{_crc(key)}"
     if not (root / "done.json").exists():
-        if root.exists():
-            import shutil
+        import shutil
 
+        tmp = root.with_name(root.name + ".part")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        librispeech.make_corpus(tmp, spec, seed=cfg.synth_seed, n_words=tuple(cfg.synth_words))
+        librispeech.prepare(tmp, splits=tuple(spec))
+        (tmp / "done.json").write_text(key)
+        if root.exists():
             shutil.rmtree(root)
-        root.mkdir(parents=True)
-        librispeech.make_corpus(root, spec, seed=cfg.synth_seed, n_words=tuple(cfg.synth_words))
-        librispeech.prepare(root, splits=tuple(spec))
-        (root / "done.json").write_text(key)
+        tmp.rename(root)  # manifests hold relative paths: the folder can move
     return root
 
 
@@ -127,7 +133,7 @@ def bench_paper_chunk(n_chunks: int, warmup: int = 5) -> dict[str, float]:
 
 def measure(cfg, ctx) -> dict[str, float]:
     if cfg.corpus == "synthetic":
-        root = synthetic_corpus(cfg, ctx.run_dir / "cache")
+        root = synthetic_corpus(cfg)
     else:
         root = Path(cfg.data_dir)
     seed_everything(ctx.seed)

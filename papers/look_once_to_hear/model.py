@@ -51,7 +51,8 @@ State = dict[str, Any]
 
 
 class STFT(nn.Module):
-    """Framing + rFFT with a periodic sqrt-Hann window, and the inverse with overlap-add.
+    """Framing + rFFT with a periodic sqrt-Hann window, and the inverse with overlap-add
+    (synthesis window = the dual window of the analysis window at this hop).
 
     Frames are taken without centring: frame ``t`` covers samples ``[t*hop, t*hop+n_fft)``,
     so with ``n_fft = hop + pad`` each 8 ms chunk is analysed together with ``pad``
@@ -65,7 +66,17 @@ class STFT(nn.Module):
             raise ValueError("need hop <= n_fft <= 2*hop (one chunk of overlap-add tail)")
         self.n_fft, self.hop = n_fft, hop
         self.n_freqs = n_fft // 2 + 1
-        self.register_buffer("window", torch.hann_window(n_fft, periodic=True).sqrt(), persistent=False)
+        w = torch.hann_window(n_fft, periodic=True, dtype=torch.float64).sqrt()
+        # synthesis window: the analysis window divided by the overlap-added squared window,
+        # so analysis -> synthesis -> overlap-add reconstructs exactly at any hop <= n_fft
+        norm = torch.zeros(n_fft, dtype=torch.float64)
+        for k in range(-(n_fft // hop) - 1, n_fft // hop + 2):
+            lo, hi = max(0, -k * hop), min(n_fft, n_fft - k * hop)
+            if lo < hi:
+                norm[lo:hi] += w[lo + k * hop: hi + k * hop] ** 2
+        self.register_buffer("window", w.float(), persistent=False)
+        synth = torch.where(norm > 1e-12, w / norm.clamp_min(1e-12), torch.zeros_like(w))  # hop == n_fft: w(0) = 0
+        self.register_buffer("synthesis_window", synth.float(), persistent=False)
 
     def frames(self, x: Tensor) -> Tensor:
         """(B, M, N) -> (B, M, T, n_fft) with T = 1 + (N - n_fft) // hop."""
@@ -79,7 +90,7 @@ class STFT(nn.Module):
     def synthesis(self, ri: Tensor) -> Tensor:
         """(B, S, 2, T, F) real/imag -> (B, S, T, n_fft) windowed time frames."""
         spec = torch.complex(ri[:, :, 0], ri[:, :, 1])
-        return torch.fft.irfft(spec, n=self.n_fft, dim=-1) * self.window
+        return torch.fft.irfft(spec, n=self.n_fft, dim=-1) * self.synthesis_window
 
     def overlap_add(self, frames: Tensor, tail: Tensor) -> tuple[Tensor, Tensor]:
         """Overlap-add (B, S, T, n_fft) frames after the previous call's ``tail``
@@ -194,12 +205,20 @@ class TargetSpeechNet(nn.Module):
     channels, ``n_layers`` causal GridNet blocks, the features multiplied by
     ``LayerNorm(Linear(embedding))`` reshaped to (C, F) after the first block, and a causal
     (3 x 3) output conv to the real/imag spectra of ``n_out`` output channels (the two ears).
+    ``output="mapping"`` (official): those spectra are the output (complex spectral
+    mapping). ``output="mask"`` (our option for very short CPU schedules): they are a
+    residual complex mask, ``Y = (1 + M) * X`` per ear, so an untrained network passes the
+    mixture through instead of noise.
     """
 
     def __init__(self, n_mics: int = 2, n_out: int = 2, chunk: int = 128, lookahead: int = 64,
                  embed_dim: int = 256, channels: int = 64, hidden: int = 64, n_layers: int = 3,
-                 heads: int = 4, local_atten_len: int = 50, approx_qk_dim: int = 512) -> None:
+                 heads: int = 4, local_atten_len: int = 50, approx_qk_dim: int = 512,
+                 output: str = "mapping") -> None:
         super().__init__()
+        if output not in ("mapping", "mask") or (output == "mask" and n_out != n_mics):
+            raise ValueError("output must be 'mapping', or 'mask' with n_out == n_mics")
+        self.output = output
         self.stft = STFT(chunk + lookahead, chunk)
         f = self.stft.n_freqs
         self.n_mics, self.n_out, self.chunk, self.lookahead, self.c = n_mics, n_out, chunk, lookahead, channels
@@ -226,7 +245,8 @@ class TargetSpeechNet(nn.Module):
         """(B, M, T, chunk+lookahead) input frames -> (B, n_out, T*chunk) output samples."""
         b, _, t, _ = frames.shape
         st = state if state is not None else self.init_state(b, frames.device, frames.dtype)
-        x = torch.cat([st["conv"], self.stft.analysis(frames)], dim=2)  # (B, 2M, 2+T, F)
+        spec = self.stft.analysis(frames)  # (B, 2M, T, F)
+        x = torch.cat([st["conv"], spec], dim=2)  # (B, 2M, 2+T, F)
         new = {"conv": x[:, :, -(self.t_ks - 1):]}
         h = self.conv(x)  # (B, C, T, F)
         cond = self.embed_proj(embedding).view(b, self.c, 1, -1)
@@ -239,6 +259,10 @@ class TargetSpeechNet(nn.Module):
         h = torch.cat([st["deconv"], h], dim=2)
         new["deconv"] = h[:, :, -(self.t_ks - 1):]
         ri = self.deconv(h).view(b, self.n_out, 2, t, -1)
+        if self.output == "mask":  # (1 + m) * X per ear: a residual complex mask (our option, see README)
+            xr, xi = spec.view(b, 2, self.n_mics, t, -1).unbind(1)
+            mr, mi = ri[:, :, 0] + 1.0, ri[:, :, 1]
+            ri = torch.stack([mr * xr - mi * xi, mr * xi + mi * xr], dim=2)
         y, new["ola"] = self.stft.overlap_add(self.stft.synthesis(ri), st["ola"])
         new["blocks"] = block_states
         return y, new
@@ -297,7 +321,7 @@ def build(cfg) -> LookOnceToHear:
     tsh = TargetSpeechNet(n_mics=2, n_out=2, chunk=chunk, lookahead=look, embed_dim=cfg.embed_dim,
                           channels=cfg.tsh_channels, hidden=cfg.tsh_hidden, n_layers=cfg.tsh_layers,
                           heads=cfg.tsh_heads, local_atten_len=cfg.local_atten_len,
-                          approx_qk_dim=cfg.approx_qk_dim)
+                          approx_qk_dim=cfg.approx_qk_dim, output=getattr(cfg, "tsh_output", "mapping"))
     enr_fft = round(cfg.sample_rate * cfg.enroll_win_ms / 1000)
     enroll = EnrollmentNet(n_mics=2, n_fft=enr_fft, hop=enr_fft // 2, embed_dim=cfg.embed_dim,
                            channels=cfg.enroll_channels, hidden=cfg.enroll_hidden, n_layers=cfg.enroll_layers,

@@ -64,16 +64,30 @@ def test_si_snr_improvement_averages_the_ears():
 
 
 @unit
-def test_stft_overlap_add_reconstructs_at_half_overlap():
-    stft = STFT(32, 16).double()
-    x = torch.randn(2, 3, 16 * 10, dtype=torch.float64)
+@pytest.mark.parametrize("n_fft,hop", [(32, 16), (24, 16), (192, 128), (20, 19)])
+def test_stft_overlap_add_reconstructs(n_fft, hop):
+    stft = STFT(n_fft, hop).double()
+    x = torch.randn(2, 3, hop * 10 + n_fft - hop, dtype=torch.float64)
     fr = stft.frames(x)
     spec = stft.analysis(fr)  # (B, 2M, T, F)
     b, _, t, f = spec.shape
     ri = spec.view(b, 2, 3, t, f).transpose(1, 2)  # (B, M, 2, T, F)
-    y, tail = stft.overlap_add(stft.synthesis(ri), torch.zeros(2, 3, 16, dtype=torch.float64))
-    # sqrt-Hann analysis x synthesis at 50% overlap sums to one: interior samples come back exactly
-    torch.testing.assert_close(y[..., 16:], x[..., 16: t * 16])
+    y, tail = stft.overlap_add(stft.synthesis(ri), torch.zeros(2, 3, n_fft - hop, dtype=torch.float64))
+    # every sample covered by all the frames that overlap it comes back exactly
+    pad = n_fft - hop
+    torch.testing.assert_close(y[..., pad:], x[..., pad: t * hop])
+
+
+@unit
+def test_untrained_mask_output_passes_the_mixture_through():
+    """With the output conv zeroed, the residual mask is 1: the network returns its input,
+    aligned sample for sample (the STFT round trip is exact after the first chunk)."""
+    net = _tiny_tsh(output="mask", lookahead=8)
+    torch.nn.init.zeros_(net.deconv.weight)
+    torch.nn.init.zeros_(net.deconv.bias)
+    x = torch.randn(2, 2, 16 * 8 + 3, dtype=torch.float64)
+    y = net(x, torch.randn(2, 6, dtype=torch.float64))
+    torch.testing.assert_close(y[..., 8:], x[..., 8:])
 
 
 # ----------------------------------------------------------------------------- streaming == offline
@@ -90,11 +104,11 @@ def _stream(net, x, e):
 
 
 @unit
-@pytest.mark.parametrize("batch,length,window,lookahead", [(1, 16, 4, 8), (2, 16 * 7 + 5, 4, 8), (3, 133, 50, 16),
-                                                          (2, 160, 1, 0)])
-def test_streaming_equals_offline_outputs_and_gradients(batch, length, window, lookahead):
+@pytest.mark.parametrize("batch,length,window,lookahead,output", [
+    (1, 16, 4, 8, "mapping"), (2, 16 * 7 + 5, 4, 8, "mapping"), (3, 133, 50, 16, "mask"), (2, 160, 1, 0, "mask")])
+def test_streaming_equals_offline_outputs_and_gradients(batch, length, window, lookahead, output):
     torch.manual_seed(0)
-    net = _tiny_tsh(local_atten_len=window, lookahead=lookahead)
+    net = _tiny_tsh(local_atten_len=window, lookahead=lookahead, output=output)
     x = torch.randn(batch, 2, length, dtype=torch.float64, requires_grad=True)
     e = torch.randn(batch, 6, dtype=torch.float64, requires_grad=True)
     y = net(x, e)
