@@ -1,0 +1,302 @@
+"""Look Once to Hear: the SI-SNR metric against hand-computed values, the STFT front end,
+streaming (chunk by chunk) against the offline call (outputs, state and gradients,
+awkward shapes), causality with the 4 ms lookahead, the attention path against the
+shared naive reference and an explicit windowed loop, the enrollment network, the scene
+simulator, and one training step of the Lightning module."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from repro.blocks.attention import naive_attention
+from repro.metrics.separation import si_snr, si_snr_improvement
+
+from .data import SceneConfig, Scenes, SpeechPool, frac_delay, spatialize, woodworth_itd
+from .model import STFT, EnrollmentNet, GridNetBlock, TargetSpeechNet, local_causal_mask
+
+unit = pytest.mark.unit
+
+
+def _tiny_tsh(**kw):
+    args = dict(chunk=16, lookahead=8, embed_dim=6, channels=8, hidden=5, n_layers=2, heads=2,
+                local_atten_len=4, approx_qk_dim=20)
+    args.update(kw)
+    return TargetSpeechNet(**args).double()
+
+
+# ----------------------------------------------------------------------------- metric
+
+
+@unit
+def test_si_snr_hand_computed_and_scale_invariant():
+    n = 1000
+    t = torch.sin(2 * math.pi * 5 * torch.arange(n, dtype=torch.float64) / n)  # zero-mean
+    e = torch.sin(2 * math.pi * 7 * torch.arange(n, dtype=torch.float64) / n)  # orthogonal to t
+    est = t + 0.5 * e
+    expect = 10 * math.log10(float((t**2).sum() / ((0.5 * e) ** 2).sum()))  # = 10 log10(4)
+    assert expect == pytest.approx(10 * math.log10(4))
+    assert float(si_snr(est, t)) == pytest.approx(expect, abs=1e-6)
+    assert float(si_snr(3.0 * est + 0.2, t)) == pytest.approx(expect, abs=1e-6)  # gain and offset do not matter
+    mix = t + e  # SI-SNR 0 dB
+    assert float(si_snr(mix, t)) == pytest.approx(0.0, abs=1e-6)
+    assert float(si_snr_improvement(est, mix, t)) == pytest.approx(expect, abs=1e-6)
+
+
+@unit
+def test_si_snr_improvement_averages_the_ears():
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(3, 2, 400, generator=g, dtype=torch.float64)
+    mix = t + torch.randn(3, 2, 400, generator=g, dtype=torch.float64)
+    est = t + 0.1 * torch.randn(3, 2, 400, generator=g, dtype=torch.float64)
+    imp = si_snr_improvement(est, mix, t)
+    assert imp.shape == (3,)
+    manual = (si_snr(est, t) - si_snr(mix, t)).mean(-1)
+    torch.testing.assert_close(imp, manual)
+    with pytest.raises(ValueError):
+        si_snr_improvement(est, mix[..., :10], t)
+
+
+# ----------------------------------------------------------------------------- STFT
+
+
+@unit
+@pytest.mark.parametrize("n_fft,hop", [(32, 16), (24, 16), (192, 128), (20, 19)])
+def test_stft_overlap_add_reconstructs(n_fft, hop):
+    stft = STFT(n_fft, hop).double()
+    x = torch.randn(2, 3, hop * 10 + n_fft - hop, dtype=torch.float64)
+    fr = stft.frames(x)
+    spec = stft.analysis(fr)  # (B, 2M, T, F)
+    b, _, t, f = spec.shape
+    ri = spec.view(b, 2, 3, t, f).transpose(1, 2)  # (B, M, 2, T, F)
+    y, tail = stft.overlap_add(stft.synthesis(ri), torch.zeros(2, 3, n_fft - hop, dtype=torch.float64))
+    # every sample covered by all the frames that overlap it comes back exactly
+    pad = n_fft - hop
+    torch.testing.assert_close(y[..., pad:], x[..., pad: t * hop])
+
+
+@unit
+def test_untrained_mask_output_passes_the_mixture_through():
+    """With the output conv zeroed, the residual mask is 1: the network returns its input,
+    aligned sample for sample (the STFT round trip is exact after the first chunk)."""
+    net = _tiny_tsh(output="mask", lookahead=8)
+    torch.nn.init.zeros_(net.deconv.weight)
+    torch.nn.init.zeros_(net.deconv.bias)
+    x = torch.randn(2, 2, 16 * 8 + 3, dtype=torch.float64)
+    y = net(x, torch.randn(2, 6, dtype=torch.float64))
+    torch.testing.assert_close(y[..., 8:], x[..., 8:])
+
+
+# ----------------------------------------------------------------------------- streaming == offline
+
+
+def _stream(net, x, e):
+    xp = torch.nn.functional.pad(x, (0, (-x.shape[-1]) % net.chunk + net.lookahead))
+    fr = net.stft.frames(xp)
+    state, outs = None, []
+    for i in range(fr.shape[2]):
+        y, state = net.forward_frames(fr[:, :, i:i + 1], e, state)
+        outs.append(y)
+    return torch.cat(outs, -1)[..., : x.shape[-1]], state
+
+
+@unit
+@pytest.mark.parametrize("batch,length,window,lookahead,output", [
+    (1, 16, 4, 8, "mapping"), (2, 16 * 7 + 5, 4, 8, "mapping"), (3, 133, 50, 16, "mask"), (2, 160, 1, 0, "mask")])
+def test_streaming_equals_offline_outputs_and_gradients(batch, length, window, lookahead, output):
+    torch.manual_seed(0)
+    net = _tiny_tsh(local_atten_len=window, lookahead=lookahead, output=output)
+    x = torch.randn(batch, 2, length, dtype=torch.float64, requires_grad=True)
+    e = torch.randn(batch, 6, dtype=torch.float64, requires_grad=True)
+    y = net(x, e)
+    ys, _ = _stream(net, x, e)
+    assert y.shape == (batch, 2, length)
+    torch.testing.assert_close(ys, y, rtol=1e-9, atol=1e-10)
+    g = torch.randn_like(y)
+    grads = torch.autograd.grad((y * g).sum(), [x, e, *net.parameters()])
+    grads_s = torch.autograd.grad((ys * g).sum(), [x, e, *net.parameters()])
+    for a, b in zip(grads, grads_s):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+
+
+@unit
+def test_chunked_calls_carry_the_whole_state():
+    torch.manual_seed(1)
+    net = _tiny_tsh()
+    x = torch.randn(2, 2, 16 * 9 + 8, dtype=torch.float64)
+    e = torch.randn(2, 6, dtype=torch.float64)
+    fr = net.stft.frames(x)
+    full, st_full = net.forward_frames(fr, e)
+    a, st = net.forward_frames(fr[:, :, :4], e)
+    b, st = net.forward_frames(fr[:, :, 4:], e, st)
+    torch.testing.assert_close(torch.cat([a, b], -1), full)
+    torch.testing.assert_close(st["ola"], st_full["ola"])
+    for s1, s2 in zip(st["blocks"], st_full["blocks"]):
+        for k in s1:
+            torch.testing.assert_close(s1[k], s2[k])
+
+
+@unit
+def test_causal_with_lookahead_only():
+    torch.manual_seed(2)
+    net = _tiny_tsh()
+    x = torch.randn(1, 2, 16 * 12, dtype=torch.float64)
+    e = torch.randn(1, 6, dtype=torch.float64)
+    y = net(x, e)
+    k = 6  # perturb from chunk k's lookahead on: chunks < k must not change
+    x2 = x.clone()
+    x2[..., k * 16 + 8:] += torch.randn_like(x2[..., k * 16 + 8:])
+    y2 = net(x2, e)
+    torch.testing.assert_close(y2[..., : k * 16], y[..., : k * 16])
+    assert not torch.allclose(y2[..., k * 16:], y[..., k * 16:])
+
+
+@unit
+def test_output_depends_on_the_speaker_embedding():
+    torch.manual_seed(3)
+    net = _tiny_tsh()
+    x = torch.randn(1, 2, 160, dtype=torch.float64)
+    y1 = net(x, torch.randn(1, 6, dtype=torch.float64))
+    y2 = net(x, torch.randn(1, 6, dtype=torch.float64))
+    assert not torch.allclose(y1, y2)
+
+
+# ----------------------------------------------------------------------------- attention
+
+
+@unit
+@pytest.mark.parametrize("causal", [True, False])
+def test_block_sdpa_equals_naive_reference(causal):
+    torch.manual_seed(4)
+    a = GridNetBlock(8, 5, 9, heads=2, approx_qk_dim=20, local_atten_len=3, causal=causal).double()
+    b = GridNetBlock(8, 5, 9, heads=2, approx_qk_dim=20, local_atten_len=3, causal=causal,
+                     attn=naive_attention).double()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 8, 7, 9, dtype=torch.float64, requires_grad=True)
+    ya, _ = a(x)
+    yb, _ = b(x)
+    torch.testing.assert_close(ya, yb)
+    ga = torch.autograd.grad(ya.square().sum(), [x, *a.parameters()])
+    gb = torch.autograd.grad(yb.square().sum(), [x, *b.parameters()])
+    for u, v in zip(ga, gb):
+        torch.testing.assert_close(u, v)
+
+
+@unit
+def test_local_causal_attention_equals_explicit_windows():
+    """The band mask over [zero cache; keys] equals a loop over explicit windows."""
+    g = torch.Generator().manual_seed(5)
+    t, w, d = 9, 4, 3
+    q = torch.randn(1, 1, t, d, generator=g, dtype=torch.float64)
+    k = torch.randn(1, 1, t, d, generator=g, dtype=torch.float64)
+    v = torch.randn(1, 1, t, d, generator=g, dtype=torch.float64)
+    z = torch.zeros(1, 1, w - 1, d, dtype=torch.float64)
+    ke, ve = torch.cat([z, k], 2), torch.cat([z, v], 2)
+    out = naive_attention(q, ke, ve, local_causal_mask(t, w))
+    for i in range(t):
+        win_k, win_v = ke[0, 0, i:i + w], ve[0, 0, i:i + w]
+        p = torch.softmax(win_k @ q[0, 0, i] / math.sqrt(d), dim=0)
+        torch.testing.assert_close(out[0, 0, i], p @ win_v)
+
+
+# ----------------------------------------------------------------------------- enrollment network
+
+
+@unit
+def test_enrollment_embedding_shape_and_gain_invariance():
+    torch.manual_seed(6)
+    net = EnrollmentNet(n_fft=32, hop=16, embed_dim=7, channels=8, hidden=5, n_layers=2, heads=2,
+                        approx_qk_dim=20).double()
+    x = torch.randn(3, 2, 250, dtype=torch.float64)
+    e = net(x)
+    assert e.shape == (3, 7)
+    torch.testing.assert_close(net(4.0 * x), e)  # RMS-normalised input
+    e.sum().backward()
+    assert all(p.grad is not None for p in net.parameters())
+
+
+# ----------------------------------------------------------------------------- scene simulator
+
+
+@unit
+def test_synthetic_hrtf():
+    assert woodworth_itd(0) == 0
+    assert woodworth_itd(90) == pytest.approx(0.0875 / 343 * (math.pi / 2 + 1))  # ~0.66 ms
+    x = np.random.default_rng(0).standard_normal(200).astype(np.float32)
+    np.testing.assert_allclose(frac_delay(x, 3.0)[3:], x[:-3], atol=1e-5)
+    front = spatialize(x, 0.0, 16000)
+    np.testing.assert_array_equal(front[0], front[1])
+    right = spatialize(x, 60.0, 16000)  # source on the right: the left ear is later and quieter
+    np.testing.assert_array_equal(right[1], x)
+    assert np.sum(right[0] ** 2) < np.sum(x**2)
+    lag = np.argmax(np.correlate(right[0], x, mode="full")) - (x.size - 1)
+    assert lag == round(woodworth_itd(60) * 16000)
+
+
+class _Pool(SpeechPool):
+    def __init__(self, n_spk=4, sr=8000):
+        rows = [(f"{s}-{u}", str(s), None, 8000) for s in range(n_spk) for u in range(3)]
+        super().__init__(rows, sr)
+        rng = np.random.default_rng(0)
+        self._audio = {i: (0.1 * rng.standard_normal(6000 + 500 * i)).astype(np.float32) for i in range(len(rows))}
+
+    def audio(self, i):
+        return self._audio[i]
+
+
+@unit
+@pytest.mark.parametrize("n_spk", [3, 5])
+def test_scenes_are_deterministic_and_well_formed(n_spk):
+    ds = Scenes(_Pool(n_spk), 4, seed=7, scene=SceneConfig(sample_rate=8000, clip_s=0.5, enroll_s=0.8))
+    a, b = ds[2], ds[2]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k])
+    assert a["mixture"].shape == a["target"].shape == (2, 4000)
+    assert a["enroll"].shape == a["enroll_wrong"].shape == a["enroll_clean"].shape == (2, 6400)
+    np.testing.assert_array_equal(a["enroll_clean"][0].numpy(), a["enroll_clean"][1].numpy())  # frontal, clean
+    assert float(si_snr(a["mixture"], a["target"]).mean()) < 10.0  # the target is buried in the mixture
+    assert not torch.allclose(ds[1]["mixture"], a["mixture"])
+
+
+# ----------------------------------------------------------------------------- training step
+
+
+@unit
+def test_training_step_gradients_and_state_dict_round_trip():
+    from .experiment import TSHModule
+    from .recipe import SMOKE
+
+    torch.manual_seed(0)
+    ds = Scenes(_Pool(4), 2, seed=0, scene=SceneConfig(sample_rate=8000, clip_s=SMOKE.clip_s, enroll_s=SMOKE.enroll_s))
+    batch = {k: torch.stack([ds[0][k], ds[1][k]]) for k in ds[0]}
+    for loss in ("snr", "si_snr"):
+        cfg = type(SMOKE)(**{**SMOKE.__dict__, "loss": loss})
+        m = TSHModule(cfg)
+        out = m.training_step(batch, 0)
+        assert torch.isfinite(out)
+        out.backward()
+        missing = [n for n, p in m.named_parameters() if p.grad is None]
+        assert not missing, missing
+        clone = TSHModule(cfg)
+        clone.load_state_dict(m.state_dict())
+        m.eval(), clone.eval()
+        with torch.no_grad():
+            assert float(m.training_step(batch, 0)) == float(clone.training_step(batch, 0))
+
+
+@pytest.mark.cpu_claim
+@pytest.mark.slow
+def test_cpu_profile_judges_its_claims(tmp_path):
+    from repro import registry, runner
+    from repro.training import TrainerOptions
+
+    recipe = registry.get_recipe("look_once_to_hear")
+    res = runner.execute(recipe, runner.RunOptions(profile="cpu", runs_root=tmp_path, wandb="disabled",
+                                                   trainer=TrainerOptions(progress=False), echo=lambda s: None))
+    assert not res["errors"], res["errors"]
+    assert res["_exit_code"] in (0, 1)  # a failed expectation is a valid outcome; 2 would be a bug
+    for key in ("test/si_snri", "test/gap_noisy_minus_wrong"):
+        assert res["metrics"][key] is not None
