@@ -225,6 +225,9 @@ def run(
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Rich progress bar."),
     threads: Optional[int] = typer.Option(
         None, "--threads", help="CPU threads for torch (default: torch's choice; 1 helps on a busy machine)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Units (seed x arm) run at once in worker processes; "
+                             "each gets --threads or CPU count / jobs threads."),
+    unit: Optional[str] = typer.Option(None, "--unit", hidden=True, help="Worker mode (internal)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library logs."),
 ) -> int:
     """Train/measure a paper's profile, judge its claims, write the ledger."""
@@ -238,6 +241,10 @@ def run(
 
     runner.resolve_profile(recipe, profile)
     runner.quiet_libraries(verbose)
+    if jobs < 1:
+        raise UsageError("--jobs must be >= 1")
+    if unit is not None and not (resume and run_id):
+        raise UsageError("--unit is internal: it needs --resume --run-id")
     if threads is not None:
         if threads < 1:
             raise UsageError("--threads must be >= 1")
@@ -251,10 +258,12 @@ def run(
     opts = runner.RunOptions(
         profile=profile, seeds=seeds, base_seed=seed, overrides=tuple(set_), resume=resume, run_id=run_id,
         wandb=wandb, runs_root=runs_dir, arms=tuple(arm), trainer=topts, argv=("repro", *sys.argv[1:]),
-        echo=lambda s: console.print(f"[dim]{escape(s)}[/dim]"),
+        echo=lambda s: console.print(f"[dim]{escape(s)}[/dim]"), jobs=jobs, threads=threads, only_unit=unit,
     )
     console.print(f"[bold]repro run {recipe.slug}[/bold] --profile {profile}")
     result = runner.execute(recipe, opts)
+    if unit is not None:
+        return result["_exit_code"]
     _print_result(result)
     return result["_exit_code"]
 

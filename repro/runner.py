@@ -52,6 +52,9 @@ class RunOptions:
     trainer: Any = None  # repro.training.TrainerOptions (imported lazily: it pulls torch)
     argv: tuple[str, ...] = ()
     echo: Callable[[str], None] = print
+    jobs: int = 1  # units run at once (worker processes); 1 = in this process, one after another
+    threads: int | None = None  # torch threads per worker (default: CPU count // jobs)
+    only_unit: str | None = None  # worker mode: run this one unit of a resumed run, then stop
 
 
 @dataclass
@@ -110,6 +113,57 @@ def _torch_threads() -> int | None:
     torch = sys.modules.get("torch")
     return torch.get_num_threads() if torch is not None else None
 
+
+
+def _run_workers(recipe: Recipe, profile: Profile, rdir: Path, root: Path, seeds, arms, opts: RunOptions) -> None:
+    """Run the unfinished units ``opts.jobs`` at a time, each in a worker process
+    (``repro run ... --resume --run-id R --unit U``); the caller's loop then finds their
+    ``metrics.json`` and reuses them, and re-runs in-process any unit a worker did not
+    finish, so errors are recorded exactly as in a sequential run. Workers log to
+    ``units/<unit>/worker.log`` and do not report to W&B."""
+    import subprocess
+
+    pending = [f"seed{s}" + (f"-{a}" if a else "") for s in seeds for a in arms]
+    pending = [u for u in pending if not (rdir / "units" / u / "metrics.json").exists()]
+    threads = opts.threads or max(1, (os.cpu_count() or 1) // opts.jobs)
+    base = [sys.executable, "-m", "repro", "run", recipe.slug, "--profile", profile.name, "--resume",
+            "--run-id", rdir.name, "--runs-dir", str(root), "--wandb", "disabled", "--no-progress",
+            "--threads", str(threads)]
+    if opts.trainer is not None:
+        base += ["--accelerator", str(opts.trainer.accelerator), "--devices", str(opts.trainer.devices)]
+        if opts.trainer.precision:
+            base += ["--precision", str(opts.trainer.precision)]
+        if opts.trainer.deterministic:
+            base.append("--deterministic")
+    running: list[tuple[str, subprocess.Popen, Any]] = []
+    try:
+        while pending or running:
+            while pending and len(running) < opts.jobs:
+                unit = pending.pop(0)
+                (rdir / "units" / unit).mkdir(parents=True, exist_ok=True)
+                logf = open(rdir / "units" / unit / "worker.log", "w")  # noqa: SIM115 - closed below
+                opts.echo(f"[{unit}] running (worker)")
+                running.append((unit, subprocess.Popen([*base, "--unit", unit], stdout=logf,
+                                                       stderr=subprocess.STDOUT), logf))
+            time.sleep(0.2)
+            for item in list(running):
+                unit, proc, logf = item
+                if proc.poll() is not None:
+                    logf.close()
+                    running.remove(item)
+                    if proc.returncode != 0:
+                        opts.echo(f"[{unit}] worker exited {proc.returncode} (see "
+                                  f"{rdir / 'units' / unit / 'worker.log'}); it runs again here")
+    except BaseException:
+        for _, proc, logf in running:
+            proc.terminate()
+        for _, proc, logf in running:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            logf.close()
+        raise
 
 def _seed_list(opts: RunOptions, profile: Profile) -> list[int]:
     needed = max([profile.seeds, *[c.seeds for c in profile.claims]])
@@ -218,7 +272,8 @@ def execute(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
         "overrides": overrides, "seeds": seeds, "arms": arms, "started": started,
         "argv": list(opts.argv), "pid": os.getpid(),
     }
-    ledger.atomic_write_json(rdir / "run.json", run_state)
+    if opts.only_unit is None:  # a worker leaves the run's state to the process that started it
+        ledger.atomic_write_json(rdir / "run.json", run_state)
 
     env = envinfo.collect()
     cfg_dict = cfgmod.to_dict(cfg)
@@ -232,9 +287,13 @@ def execute(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
     errors: list[str] = []
     t0, cpu0 = time.time(), _cpu_seconds()
     try:
+        if opts.only_unit is None and opts.jobs > 1:
+            _run_workers(recipe, profile, rdir, root, seeds, arms, opts)
         for seed in seeds:
             for arm in arms:
                 unit = f"seed{seed}" + (f"-{arm}" if arm else "")
+                if opts.only_unit is not None and unit != opts.only_unit:
+                    continue
                 udir = rdir / "units" / unit
                 done = udir / "metrics.json"
                 if done.exists():
@@ -265,6 +324,8 @@ def execute(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
                 per_unit[unit] = out
                 _remove_checkpoints(udir)
     except (KeyboardInterrupt, Interrupted) as exc:
+        if opts.only_unit is not None:
+            raise
         run_state["status"] = "interrupted"
         ledger.atomic_write_json(rdir / "run.json", run_state)
         tracker.finish({"status": "interrupted"}, [], exit_code=EXIT_INTERRUPTED)
@@ -273,10 +334,17 @@ def execute(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
             hint=f"repro run {recipe.slug} --profile {profile.name} --resume --run-id {run_id}",
         ) from exc
     except BaseException:
+        if opts.only_unit is not None:
+            raise
         run_state["status"] = "failed"
         ledger.atomic_write_json(rdir / "run.json", run_state)
         tracker.finish({"status": "failed"}, [], exit_code=2)
         raise
+
+    if opts.only_unit is not None:  # worker: the unit's metrics.json (or error.log) is its result
+        tracker.finish({"status": "worker"}, [], exit_code=2 if errors else 0)
+        return {"_exit_code": 2 if errors else 0, "run_id": run_id, "worker_unit": opts.only_unit,
+                "errors": errors}
 
     # 4. aggregate and judge
     per_seed: dict[str, list[float | None]] = {}

@@ -207,3 +207,29 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(tmp_path, sig):
     assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
     assert list(run_dir.glob("units/seed0/checkpoints/*.ckpt"))
     assert not (run_dir / "result.json").exists()
+
+
+def test_jobs_run_units_in_workers_with_the_same_results(tmp_path):
+    """--jobs 2 runs the units in worker processes; the run's metrics equal a sequential run's
+    (attention_sdm's cpu profile is deterministic and takes seconds)."""
+    out = {}
+    for jobs in ("1", "2"):
+        runs = tmp_path / f"jobs{jobs}"
+        proc = subprocess.run([PY, "-m", "repro", "run", "attention_sdm", "-p", "cpu", "--jobs", jobs, "--runs-dir",
+                               str(runs), "--wandb", "disabled", "--no-progress"], capture_output=True, text=True,
+                              env=_env(), cwd=ROOT, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        (res,) = runs.glob("attention_sdm/*/result.json")
+        out[jobs] = json.loads(res.read_text())
+    assert "(worker)" in proc.stdout and list(runs.glob("attention_sdm/*/units/seed1/worker.log"))
+    assert proc.stdout.count("reusing its metrics") == 3 and "runs again here" not in proc.stdout  # workers did it
+    timing = ("time", "ms", "speed", "throughput")
+    seq, par = ({k: v for k, v in r["per_seed"].items() if not any(t in k for t in timing)} for r in out.values())
+    assert seq == par
+    assert [c["verdict"] for c in out["1"]["claims"]] == [c["verdict"] for c in out["2"]["claims"]]
+
+
+def test_unit_flag_is_internal():
+    proc = subprocess.run([PY, "-m", "repro", "run", "attention_sdm", "-p", "cpu", "--unit", "seed0"],
+                          capture_output=True, text=True, env=_env(), cwd=ROOT)
+    assert proc.returncode == 2 and "--unit is internal" in proc.stderr and "Traceback" not in proc.stderr
