@@ -225,8 +225,9 @@ def run(
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Rich progress bar."),
     threads: Optional[int] = typer.Option(
         None, "--threads", help="CPU threads for torch (default: torch's choice; 1 helps on a busy machine)."),
-    jobs: int = typer.Option(1, "--jobs", "-j", help="Units (seed x arm) run at once in worker processes; "
-                             "each gets --threads or CPU count / jobs threads."),
+    jobs: Optional[int] = typer.Option(
+        None, "--jobs", "-j", help="Units (seed x arm) run at once in worker processes, each with --threads or "
+        "CPU count / jobs threads (default: the profile's setting, usually 1)."),
     unit: Optional[str] = typer.Option(None, "--unit", hidden=True, help="Worker mode (internal)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library logs."),
 ) -> int:
@@ -241,7 +242,7 @@ def run(
 
     runner.resolve_profile(recipe, profile)
     runner.quiet_libraries(verbose)
-    if jobs < 1:
+    if jobs is not None and jobs < 1:
         raise UsageError("--jobs must be >= 1")
     if unit is not None and not (resume and run_id):
         raise UsageError("--unit is internal: it needs --resume --run-id")

@@ -162,6 +162,10 @@ class Profile:
     slow: bool = False  # cpu profiles longer than ~3 minutes: CI runs them only as time allows
     budget_minutes: float = 10.0  # what a 2-core CPU is expected to need (cpu/smoke)
     gpu_hours: float | None = None  # full profiles: rough single-GPU estimate, shown by `repro info`
+    # Units run at once when `repro run` gets no --jobs (capped by the CPU count): for profiles
+    # whose units are latency-bound small models, two one-thread units use 2 cores far better
+    # than one two-thread unit.
+    jobs: int = 1
 
     def __post_init__(self) -> None:
         if self.name not in PROFILE_NAMES:

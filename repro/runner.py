@@ -52,7 +52,7 @@ class RunOptions:
     trainer: Any = None  # repro.training.TrainerOptions (imported lazily: it pulls torch)
     argv: tuple[str, ...] = ()
     echo: Callable[[str], None] = print
-    jobs: int = 1  # units run at once (worker processes); 1 = in this process, one after another
+    jobs: int | None = None  # units run at once (worker processes); None: the profile's `jobs`
     threads: int | None = None  # torch threads per worker (default: CPU count // jobs)
     only_unit: str | None = None  # worker mode: run this one unit of a resumed run, then stop
 
@@ -115,8 +115,9 @@ def _torch_threads() -> int | None:
 
 
 
-def _run_workers(recipe: Recipe, profile: Profile, rdir: Path, root: Path, seeds, arms, opts: RunOptions) -> None:
-    """Run the unfinished units ``opts.jobs`` at a time, each in a worker process
+def _run_workers(recipe: Recipe, profile: Profile, rdir: Path, root: Path, seeds, arms, opts: RunOptions,
+                 jobs: int) -> None:
+    """Run the unfinished units ``jobs`` at a time, each in a worker process
     (``repro run ... --resume --run-id R --unit U``); the caller's loop then finds their
     ``metrics.json`` and reuses them, and re-runs in-process any unit a worker did not
     finish, so errors are recorded exactly as in a sequential run. Workers log to
@@ -125,7 +126,7 @@ def _run_workers(recipe: Recipe, profile: Profile, rdir: Path, root: Path, seeds
 
     pending = [f"seed{s}" + (f"-{a}" if a else "") for s in seeds for a in arms]
     pending = [u for u in pending if not (rdir / "units" / u / "metrics.json").exists()]
-    threads = opts.threads or max(1, (os.cpu_count() or 1) // opts.jobs)
+    threads = opts.threads or max(1, (os.cpu_count() or 1) // jobs)
     base = [sys.executable, "-m", "repro", "run", recipe.slug, "--profile", profile.name, "--resume",
             "--run-id", rdir.name, "--runs-dir", str(root), "--wandb", "disabled", "--no-progress",
             "--threads", str(threads)]
@@ -138,7 +139,7 @@ def _run_workers(recipe: Recipe, profile: Profile, rdir: Path, root: Path, seeds
     running: list[tuple[str, subprocess.Popen, Any]] = []
     try:
         while pending or running:
-            while pending and len(running) < opts.jobs:
+            while pending and len(running) < jobs:
                 unit = pending.pop(0)
                 (rdir / "units" / unit).mkdir(parents=True, exist_ok=True)
                 logf = open(rdir / "units" / unit / "worker.log", "w")  # noqa: SIM115 - closed below
@@ -287,8 +288,9 @@ def execute(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
     errors: list[str] = []
     t0, cpu0 = time.time(), _cpu_seconds()
     try:
-        if opts.only_unit is None and opts.jobs > 1:
-            _run_workers(recipe, profile, rdir, root, seeds, arms, opts)
+        jobs = opts.jobs if opts.jobs is not None else min(profile.jobs, os.cpu_count() or 1)
+        if opts.only_unit is None and jobs > 1:
+            _run_workers(recipe, profile, rdir, root, seeds, arms, opts, jobs)
         for seed in seeds:
             for arm in arms:
                 unit = f"seed{seed}" + (f"-{arm}" if arm else "")

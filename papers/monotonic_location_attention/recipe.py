@@ -176,7 +176,7 @@ PROFILES = {
         "cpu", CPU_CONFIG,
         "Copy (content) and Reverse Copy (relative, Bi-Relative, OneStep), official split, scaled-down "
         "training (5 epochs), test lengths up to 100, 3 seeds.",
-        claims=CPU_CLAIMS, seeds=3, arms=_arms(CPU_PAIRS), budget_minutes=10, slow=True,
+        claims=CPU_CLAIMS, seeds=3, arms=_arms(CPU_PAIRS), budget_minutes=10, slow=True, jobs=2,
     ),
     "full": Profile(
         "full", Config(),
