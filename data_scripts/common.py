@@ -243,6 +243,28 @@ def safe_extract(archive: Path, target: Path) -> list[Path]:
     return out
 
 
+def archive_names(archive: Path) -> list[str]:
+    """Member names of a tar/zip archive; an unreadable one is a ChecksumError."""
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                return zf.namelist()
+        with tarfile.open(archive) as tf:
+            return tf.getnames()
+    except (zipfile.BadZipFile, tarfile.TarError, OSError) as exc:
+        raise ChecksumError(f"{archive}: not a readable archive ({exc}); download it again") from None
+
+
+def extract_folder(archive: Path, folder: str, dest: Path) -> None:
+    """Replace ``dest`` with the top-level ``folder`` of ``archive`` (safely extracted into a
+    temporary directory beside ``dest``, so an interrupted extraction leaves no half folder)."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        safe_extract(archive, Path(tmp))
+        shutil.move(str(Path(tmp) / folder), str(dest))
+
+
 # --------------------------------------------------------------------------- readiness
 
 

@@ -20,12 +20,11 @@ the same raw layout, so ``verify`` and ``prepare`` run on it unchanged.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import zipfile
 from pathlib import Path
 
-from data_scripts.common import DatasetInfo, RemoteFile, download as fetch, safe_extract
+from data_scripts.common import DatasetInfo, RemoteFile, download as fetch, extract_folder
 from repro.errors import ChecksumError, DataMissing
 
 BASE_URL = "https://data.vision.ee.ethz.ch/csergi/share/davis/"
@@ -85,11 +84,7 @@ def verify(root: Path) -> None:
 def prepare(root: Path) -> None:
     for archive, (folder, splits) in SPLITS.items():
         dest = root / folder
-        if dest.exists():
-            shutil.rmtree(dest)
-        with tempfile.TemporaryDirectory(dir=root) as tmp:
-            safe_extract(root / "raw" / archive, Path(tmp))
-            shutil.move(str(Path(tmp) / "DAVIS"), str(dest))
+        extract_folder(root / "raw" / archive, "DAVIS", dest)
         for split in splits:
             videos = [v for v in (dest / "ImageSets" / "2017" / f"{split}.txt").read_text().split() if v]
             for vid in videos:

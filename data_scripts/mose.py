@@ -9,13 +9,12 @@ those folders. Validation scores come only from the CodaLab server.
 
 from __future__ import annotations
 
-import shutil
 import tarfile
 import tempfile
 from pathlib import Path
 
 from data_scripts._vos_synth import check_flat_layout
-from data_scripts.common import DatasetInfo, manual_step, safe_extract
+from data_scripts.common import DatasetInfo, archive_names, extract_folder, manual_step
 from repro.errors import ChecksumError, DataMissing
 
 ARCHIVES = {"train.tar.gz": "train", "valid.tar.gz": "valid"}
@@ -47,24 +46,15 @@ def verify(root: Path) -> None:
         path = root / "raw" / archive
         if not path.exists():
             raise DataMissing(f"{path} is missing", hint="repro data download mose")
-        try:
-            with tarfile.open(path) as tf:
-                names = tf.getnames()
-        except (tarfile.TarError, OSError) as exc:
-            raise ChecksumError(f"{path}: not a readable archive ({exc}); download it again") from None
+        names = archive_names(path)
         if not any(n.startswith(f"{folder}/JPEGImages/") for n in names):
             raise ChecksumError(f"{path} lacks {folder}/JPEGImages/ (not the MOSE archive?)")
 
 
 def prepare(root: Path) -> None:
     for archive, folder in ARCHIVES.items():
-        dest = root / folder
-        if dest.exists():
-            shutil.rmtree(dest)
-        with tempfile.TemporaryDirectory(dir=root) as tmp:
-            safe_extract(root / "raw" / archive, Path(tmp))
-            shutil.move(str(Path(tmp) / folder), str(dest))
-        check_flat_layout(dest, INFO.name)
+        extract_folder(root / "raw" / archive, folder, root / folder)
+        check_flat_layout(root / folder, INFO.name)
 
 
 def make_fixture(root: Path) -> None:

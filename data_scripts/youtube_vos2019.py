@@ -17,13 +17,12 @@ Validation scores come only from the CodaLab server (the ground truth is not pub
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import zipfile
 from pathlib import Path
 
 from data_scripts._vos_synth import check_flat_layout
-from data_scripts.common import DatasetInfo, manual_step, safe_extract
+from data_scripts.common import DatasetInfo, archive_names, extract_folder, manual_step
 from repro.errors import ChecksumError, DataMissing
 
 ARCHIVES = {"train.zip": "train", "valid.zip": "valid", "valid_all_frames.zip": "valid_all_frames"}
@@ -60,23 +59,14 @@ def verify(root: Path) -> None:
         path = root / "raw" / archive
         if not path.exists():
             raise DataMissing(f"{path} is missing", hint="repro data download youtube_vos2019")
-        try:
-            with zipfile.ZipFile(path) as zf:
-                names = zf.namelist()
-        except zipfile.BadZipFile as exc:
-            raise ChecksumError(f"{path}: not a readable zip ({exc}); download it again") from None
+        names = archive_names(path)
         if not any(n.startswith(f"{folder}/JPEGImages/") for n in names):
             raise ChecksumError(f"{path} lacks {folder}/JPEGImages/ (not the YouTube-VOS 2019 archive?)")
 
 
 def prepare(root: Path) -> None:
     for archive, folder in ARCHIVES.items():
-        dest = root / folder
-        if dest.exists():
-            shutil.rmtree(dest)
-        with tempfile.TemporaryDirectory(dir=root) as tmp:
-            safe_extract(root / "raw" / archive, Path(tmp))
-            shutil.move(str(Path(tmp) / folder), str(dest))
+        extract_folder(root / "raw" / archive, folder, root / folder)
     check_flat_layout(root / "train", INFO.name, need_meta=True)
     check_flat_layout(root / "valid", INFO.name, need_meta=True)
 
