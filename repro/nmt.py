@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
-from repro.blocks.seq2seq import TransformerSeq2Seq
+from repro.blocks.seq2seq import TransformerSeq2Seq, shift_right
 from repro.metrics.text import corpus_bleu
 from repro.training import SeededRandomSampler, TokenBatchSampler
 
@@ -154,11 +154,7 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Tensor]:
 
 def decoder_input(tgt: Tensor) -> Tensor:
     """The target shifted right behind <s> (teacher forcing); </s> is never an input."""
-    prev = torch.full_like(tgt, PAD)
-    prev[:, 0] = BOS
-    prev[:, 1:] = tgt[:, :-1]
-    prev[prev == EOS] = PAD
-    return prev
+    return shift_right(tgt, BOS, EOS, PAD)
 
 
 class NMTData(L.LightningDataModule):

@@ -169,3 +169,13 @@ def test_training_mode_dropout_and_gradients():
     assert all(p.grad is not None for p in m.parameters())
     m.set_attention("naive")
     m(src, tgt, need_weights=True)[0].sum().backward()  # naive kernel + weight dropout path
+
+
+@pytest.mark.unit
+def test_pad_right_and_shift_right_by_hand():
+    from repro.blocks.seq2seq import pad_right, shift_right
+
+    assert pad_right([[5, 6], [7]], pad=0, append=3).tolist() == [[5, 6, 3], [7, 3, 0]]
+    assert pad_right([[5, 6], [7]], pad=0).tolist() == [[5, 6], [7, 0]]
+    tgt = torch.tensor([[5, 6, 3], [7, 3, 0]])
+    assert shift_right(tgt, bos=2, eos=3, pad=0).tolist() == [[2, 5, 6], [2, 7, 0]]

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader
 
+from repro.blocks.seq2seq import pad_right, shift_right
 from repro.training import SeededRandomSampler
 
 PAD, UNK, BOS, EOS, FIRST_SYMBOL = 0, 1, 2, 3, 4
@@ -48,21 +49,12 @@ def reversal_pairs(n: int, n_symbols: int, min_len: int, max_len: int, seed: int
 
 def pad_batch(seqs: list[list[int]], eos: bool = True) -> torch.Tensor:
     """Right-padded (N, max length + 1) tensor, each row closed by <eos>."""
-    rows = [list(s) + ([EOS] if eos else []) for s in seqs]
-    width = max(1, max(len(r) for r in rows))
-    out = torch.full((len(rows), width), PAD, dtype=torch.long)
-    for i, r in enumerate(rows):
-        out[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-    return out
+    return pad_right(seqs, PAD, EOS if eos else None)
 
 
 def decoder_input(tgt: torch.Tensor) -> torch.Tensor:
     """Teacher forcing: the target shifted right behind <bos>; <eos> is never an input."""
-    prev = torch.full_like(tgt, PAD)
-    prev[:, 0] = BOS
-    prev[:, 1:] = tgt[:, :-1]
-    prev[prev == EOS] = PAD
-    return prev
+    return shift_right(tgt, BOS, EOS, PAD)
 
 
 def corrupt(target: list[int], kind: str, rng: random.Random, other: list[int]) -> list[int]:
@@ -87,17 +79,6 @@ def corrupt(target: list[int], kind: str, rng: random.Random, other: list[int]) 
 
 
 # ---------------------------------------------------------------------------- datasets
-class PairSet(Dataset):
-    def __init__(self, pairs: list[tuple[list[int], list[int]]]) -> None:
-        self.pairs = pairs
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, i):
-        return self.pairs[i]
-
-
 def collate(items) -> dict[str, torch.Tensor]:
     return {"src": pad_batch([s for s, _ in items]), "tgt": pad_batch([t for _, t in items])}
 
@@ -158,13 +139,12 @@ class TranslationData(L.LightningDataModule):
         return " ".join(str(i) for i in ids)
 
     def train_dataloader(self):
-        ds = PairSet(self.splits["train"])
+        ds = self.splits["train"]  # a list of (src, tgt) id pairs is a map-style dataset
         sampler = BatchSampler(SeededRandomSampler(len(ds), self.seed), self.cfg.batch_size, drop_last=True)
         return DataLoader(ds, batch_sampler=sampler, collate_fn=collate)
 
     def _plain(self, name: str):
-        ds = PairSet(self.splits[name])
-        return DataLoader(ds, batch_size=self.cfg.eval_batch_size, shuffle=False, collate_fn=collate)
+        return DataLoader(self.splits[name], batch_size=self.cfg.eval_batch_size, shuffle=False, collate_fn=collate)
 
     def val_dataloader(self):
         return self._plain("val")

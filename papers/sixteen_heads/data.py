@@ -17,6 +17,7 @@ import lightning as L
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
+from repro.blocks.seq2seq import shift_right
 from repro.training import SeededRandomSampler
 
 PAD, BOS, EOS, FIRST_SYMBOL = 0, 1, 2, 3
@@ -47,12 +48,8 @@ def make_split(n: int, n_symbols: int, min_len: int, max_len: int, seed: int) ->
 
 
 def decoder_input(tgt: torch.Tensor) -> torch.Tensor:
-    """The target shifted right behind <bos> (teacher forcing)."""
-    prev = torch.full_like(tgt, PAD)
-    prev[:, 0] = BOS
-    prev[:, 1:] = tgt[:, :-1]
-    prev[prev == EOS] = PAD  # <eos> is never an input; the position after it is padding
-    return prev
+    """The target shifted right behind <bos> (teacher forcing); <eos> is never an input."""
+    return shift_right(tgt, BOS, EOS, PAD)
 
 
 class _Split(Dataset):

@@ -12,27 +12,20 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
+from repro.blocks.seq2seq import pad_right, shift_right
 from repro.training import TokenBatchSampler
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 
 
 def pad_batch(seqs: list[list[int]]) -> torch.Tensor:
-    rows = [list(s) + [EOS] for s in seqs]
-    out = torch.full((len(rows), max(len(r) for r in rows)), PAD, dtype=torch.long)
-    for i, r in enumerate(rows):
-        out[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-    return out
+    return pad_right(seqs, PAD, EOS)
 
 
 def decoder_input(tgt: torch.Tensor) -> torch.Tensor:
-    prev = torch.full_like(tgt, PAD)
-    prev[:, 0] = BOS
-    prev[:, 1:] = tgt[:, :-1]
-    prev[prev == EOS] = PAD
-    return prev
+    return shift_right(tgt, BOS, EOS, PAD)
 
 
 def read_lines(path: Path, limit: int = 0) -> list[str]:
@@ -62,17 +55,6 @@ def joint_bpe_model(cfg):
                      BPESettings(vocab_size=cfg.bpe_vocab, input_sentence_size=cfg.bpe_sentences))
 
 
-class _Encoded(Dataset):
-    def __init__(self, items: list[tuple[list[int], list[int]]]) -> None:
-        self.items = items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]
-
-
 def collate(items) -> dict[str, torch.Tensor]:
     return {"src": pad_batch([s for s, _ in items]), "tgt": pad_batch([t for _, t in items])}
 
@@ -88,17 +70,17 @@ class PairData(L.LightningDataModule):
         enc = self.encode_pairs
         self.train_set, self.val_set, self.test_set = enc(train, reverse), enc(dev, reverse), enc(test, reverse)
 
-    def encode_pairs(self, pairs, reverse: bool = False) -> _Encoded:
+    def encode_pairs(self, pairs, reverse: bool = False) -> list[tuple[list[int], list[int]]]:
         n = self.cfg.max_tokens
         items = []
         for s, t in pairs:
             a, b = self.bpe.encode(s)[:n], self.bpe.encode(t)[:n]
             if a and b:
                 items.append((b, a) if reverse else (a, b))
-        return _Encoded(items)
+        return items  # a list is a map-style dataset
 
-    def _loader(self, ds: _Encoded, shuffle: bool):
-        lengths = [max(len(s), len(t)) + 1 for s, t in ds.items]
+    def _loader(self, ds: list[tuple[list[int], list[int]]], shuffle: bool):
+        lengths = [max(len(s), len(t)) + 1 for s, t in ds]
         sampler = TokenBatchSampler(lengths, self.cfg.batch_tokens, self.seed, shuffle=shuffle)
         return DataLoader(ds, batch_sampler=sampler, collate_fn=collate)
 

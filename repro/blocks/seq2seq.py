@@ -35,6 +35,26 @@ from .transformer import TransformerBlock, sinusoidal_positions
 HeadMask = dict[str, Tensor]  # "encoder" | "decoder" | "cross" -> (layers, heads)
 
 
+def pad_right(seqs: list[list[int]], pad: int, append: int | None = None) -> Tensor:
+    """``(N, longest)`` long tensor of the sequences right-padded with ``pad``, each first
+    closed by ``append`` (e.g. <eos>) when given."""
+    rows = [list(s) + ([append] if append is not None else []) for s in seqs]
+    out = torch.full((len(rows), max(1, max((len(r) for r in rows), default=0))), pad, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+    return out
+
+
+def shift_right(tgt: Tensor, bos: int, eos: int, pad: int) -> Tensor:
+    """Teacher-forcing decoder input: the target shifted right behind ``bos``; ``eos`` is never
+    an input (the position after it becomes ``pad``)."""
+    prev = torch.full_like(tgt, pad)
+    prev[:, 0] = bos
+    prev[:, 1:] = tgt[:, :-1]
+    prev[prev == eos] = pad
+    return prev
+
+
 class DecoderBlock(TransformerBlock):
     """A ``TransformerBlock`` with cross-attention whose forward also keeps the
     incremental-decoding cache and returns both attention maps."""
