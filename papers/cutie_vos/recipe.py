@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from repro.recipe import Claim, Paper, Profile, Recipe, Tolerance, TrainConfig
+from repro.recipe import Claim, Paper, Profile, Recipe, Tolerance, TrainConfig, lazy
 
 
 @dataclass(frozen=True)
@@ -156,11 +156,6 @@ PROFILES = {
 }
 
 
-def _measure(cfg, ctx):
-    from .experiment import measure
-
-    return measure(cfg, ctx)
-
 
 def derive(m):
     out = {}
@@ -202,7 +197,7 @@ def plot(per_seed, out_dir) -> None:
 METRICS = ("gap/jf", "cutie/gain_over_copy", "cutie/jf", "pixel_only/jf")
 
 RECIPE = Recipe(
-    paper=PAPER, config_cls=Config, profiles=PROFILES, metrics=METRICS, measure=_measure, derive=derive,
+    paper=PAPER, config_cls=Config, profiles=PROFILES, metrics=METRICS, measure=lazy(".experiment:measure", __package__), derive=derive,
     plot=plot,
     skips={
         "full-claims": "Absolute J&F/FPS numbers of Table 1 (MOSE val, DAVIS 2017 val/test-dev, YouTube-VOS 2019 "

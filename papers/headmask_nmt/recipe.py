@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from repro.nmt_config import NMTConfig
-from repro.recipe import Claim, Paper, Profile, Recipe, Tolerance
+from repro.recipe import Claim, Paper, Profile, Recipe, Tolerance, lazy
 
 
 @dataclass(frozen=True)
@@ -77,11 +77,6 @@ def plot(per_seed: dict, out_dir) -> None:
     fig.savefig(out_dir / "head_inequality.png", dpi=110)
     plt.close(fig)
 
-
-def _measure(cfg, ctx):
-    from .experiment import measure
-
-    return measure(cfg, ctx)
 
 
 # --------------------------------------------------------------------------- cpu profile
@@ -208,7 +203,7 @@ METRICS = ("gap/imp_cv_random_k_minus_baseline", "gap/imp_cv_impt_k_minus_baseli
            "random_k/test/bleu", "impt_k/test/bleu")
 
 RECIPE = Recipe(
-    paper=PAPER, config_cls=Config, profiles=PROFILES, metrics=METRICS, measure=_measure, derive=derive, plot=plot,
+    paper=PAPER, config_cls=Config, profiles=PROFILES, metrics=METRICS, measure=lazy(".experiment:measure", __package__), derive=derive, plot=plot,
     skips={
         "paper-text": "Only the abstract and introduction of the paper were readable here (no official code), so "
                       "the method details (which heads count towards k, rescaling, how Impt-k estimates importance) "

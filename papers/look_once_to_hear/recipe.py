@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from repro.recipe import Claim, Paper, Profile, Recipe, Tolerance, TrainConfig
+from repro.recipe import Claim, Paper, Profile, Recipe, Tolerance, TrainConfig, lazy
 
 
 @dataclass(frozen=True)
@@ -187,11 +187,6 @@ METRICS = (
 )
 
 
-def _measure(cfg, ctx):
-    from .experiment import measure
-
-    return measure(cfg, ctx)
-
 
 def _plot(per_seed, out_dir) -> None:
     from .plots import enrollment_bars
@@ -200,7 +195,7 @@ def _plot(per_seed, out_dir) -> None:
 
 
 RECIPE = Recipe(
-    paper=PAPER, config_cls=Config, profiles=PROFILES, metrics=METRICS, measure=_measure, plot=_plot,
+    paper=PAPER, config_cls=Config, profiles=PROFILES, metrics=METRICS, measure=lazy(".experiment:measure", __package__), plot=_plot,
     skips={
         "paper-hrtf-and-noise": "The paper's scenes use CIPIC / RRBRIR / ASH-Listening-Set / CATT binaural "
                                 "responses and WHAM! noise rendered with scaper from the authors' Google-Drive "

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from repro.recipe import Claim, Paper, Profile, Recipe, Tolerance
+from repro.recipe import Claim, Paper, Profile, Recipe, Tolerance, lazy
 
 from repro.nmt_config import NMTConfig
 
@@ -86,11 +86,6 @@ def plot(per_seed: dict, out_dir) -> None:
     fig.savefig(out_dir / "sparsity_null_bleu.png", dpi=110)
     plt.close(fig)
 
-
-def _measure(cfg, ctx):
-    from .experiment import measure
-
-    return measure(cfg, ctx)
 
 
 # --------------------------------------------------------------------------- cpu profile
@@ -222,7 +217,7 @@ METRICS = ("rela/attn/sparsity", "gap/bleu_rela_minus_softmax", "rela/attn/null_
            "softmax/test/bleu", "rela/test/bleu")
 
 RECIPE = Recipe(
-    paper=PAPER, config_cls=Config, profiles=PROFILES, metrics=METRICS, measure=_measure, derive=derive, plot=plot,
+    paper=PAPER, config_cls=Config, profiles=PROFILES, metrics=METRICS, measure=lazy(".experiment:measure", __package__), derive=derive, plot=plot,
     skips={
         "paper-tables": "The paper's Table 1 (WMT14 En-De BLEU of softmax/sparsemax/1.5-entmax/ReLA-i/ReLA-g) and its "
                         "ablations could not be read from any source reachable here (only the abstract and "
