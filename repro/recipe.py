@@ -149,6 +149,7 @@ class Profile:
     ``arms`` names variants trained/measured side by side within each seed (e.g.
     ``{"softmax": {"attention": "softmax"}, "mta": {"attention": "mta"}}``); their
     metrics are logged as ``<arm>/<key>``. Without arms a profile has one unnamed run.
+    An arm's ``data_dir="@<dataset>"`` reads another of the profile's ``datasets``.
     """
 
     name: str
@@ -174,6 +175,11 @@ class Profile:
             raise TypeError(f"profile {self.name}: config must be a dataclass instance")
         if self.name == "smoke" and self.claims:
             raise ValueError("a smoke profile proves wiring and asserts no paper number: no claims")
+        for arm, values in self.arms.items():
+            ref = values.get("data_dir")
+            if isinstance(ref, str) and ref.startswith("@") and ref[1:] not in self.datasets:
+                raise ValueError(f"profile {self.name}: arm {arm!r} reads dataset {ref[1:]!r}, which is not one "
+                                 f"of the profile's datasets {self.datasets}")
         ids = [c.id for c in self.claims]
         if len(ids) != len(set(ids)):
             raise ValueError(f"profile {self.name}: duplicate claim ids")

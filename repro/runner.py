@@ -182,15 +182,34 @@ def resolve_profile(recipe: Recipe, name: str) -> Profile:
     return recipe.profiles[name]
 
 
-def attach_data(profile: Profile, cfg: Any) -> tuple[Any, dict[str, Path]]:
+def attach_data(profile: Profile, cfg: Any, arms: list[str] | None = None) -> tuple[Any, dict[str, Path]]:
     """Locate the profile's datasets (building fixtures for smoke profiles; real data
-    is never downloaded here) and fill ``cfg.data_dir`` with the first one if empty."""
+    is never downloaded here) and fill ``cfg.data_dir`` with the first one if empty.
+    When every arm of the run names its dataset (``data_dir="@<dataset>"``), only those
+    datasets are needed: ``--arm coco-soft`` does not ask for Flickr8k."""
     import data_scripts
 
-    data = {ds: data_scripts.ensure(ds, fixture=profile.use_fixtures) for ds in profile.datasets}
+    needed = list(profile.datasets)
+    refs = [profile.arms.get(a, {}).get("data_dir") for a in (arms or [])]
+    if refs and all(isinstance(r, str) and r.startswith("@") for r in refs):
+        needed = [ds for ds in profile.datasets if f"@{ds}" in refs]
+    data = {ds: data_scripts.ensure(ds, fixture=profile.use_fixtures) for ds in needed}
     if data and hasattr(cfg, "data_dir") and not getattr(cfg, "data_dir"):
         cfg = dataclasses.replace(cfg, data_dir=str(next(iter(data.values()))))
     return cfg, data
+
+
+def arm_config(profile: Profile, cfg: Any, arm: str, data: dict[str, Path]) -> Any:
+    """The config of one arm: the profile's arm overrides on top of ``cfg``. An arm that
+    trains on another of the profile's datasets says so with ``data_dir="@<dataset>"``,
+    which becomes that dataset's prepared folder (or fixture)."""
+    if not arm:
+        return cfg
+    values = dict(profile.arms.get(arm, {}))
+    ref = values.get("data_dir")
+    if isinstance(ref, str) and ref.startswith("@"):
+        values["data_dir"] = str(data[ref[1:]])  # Profile validated that the name is one of its datasets
+    return cfgmod.replace_fields(cfg, values)
 
 
 def _find_resumable(paper: str, profile: str, root: Path) -> Path | None:
@@ -265,7 +284,7 @@ def execute(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
         overrides = list(opts.overrides)
 
     # 2. data: fixtures are built, real data must be present (else DataMissing -> exit 3)
-    cfg, data = attach_data(profile, cfg)
+    cfg, data = attach_data(profile, cfg, arms)
 
     rdir.mkdir(parents=True, exist_ok=True)
     run_state = {
@@ -302,7 +321,7 @@ def execute(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
                     per_unit[unit] = json.loads(done.read_text())
                     opts.echo(f"[{unit}] done earlier; reusing its metrics")
                     continue
-                arm_cfg = cfgmod.replace_fields(cfg, dict(profile.arms.get(arm, {}))) if arm else cfg
+                arm_cfg = arm_config(profile, cfg, arm, data)
                 opts.echo(f"[{unit}] running")
                 u0 = time.time()
                 try:

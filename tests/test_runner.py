@@ -114,3 +114,32 @@ def test_seeded_sampler_accepts_any_int_seed_and_is_epoch_deterministic():
     assert list(s) == first and sorted(first) == list(range(10))
     s.set_epoch(4)
     assert list(s) != first
+
+
+def test_arm_reads_another_dataset_of_the_profile(tmp_path):
+    from repro.recipe import Profile
+
+    cfg = T.ToyConfig()
+    arms = {"a": {"lr": 0.5}, "b": {"data_dir": "@second"}}
+    profile = Profile("full", cfg, "toy", datasets=("first", "second"), arms=arms)
+    data = {"first": tmp_path / "first", "second": tmp_path / "second"}
+    assert runner.arm_config(profile, cfg, "a", data).lr == 0.5
+    assert runner.arm_config(profile, cfg, "b", data).data_dir == str(tmp_path / "second")
+    assert runner.arm_config(profile, cfg, "", data) is cfg
+    with pytest.raises(ValueError, match="not one of the profile's datasets"):
+        Profile("full", cfg, "toy", datasets=("first",), arms={"b": {"data_dir": "@second"}})
+
+
+def test_run_of_some_arms_needs_only_their_datasets(tmp_path, monkeypatch):
+    import data_scripts
+    from repro.recipe import Profile
+
+    asked = []
+    monkeypatch.setattr(data_scripts, "ensure", lambda ds, fixture=False: asked.append(ds) or tmp_path / ds)
+    arms = {"a": {"data_dir": "@first"}, "b": {"data_dir": "@second"}}
+    profile = Profile("full", T.ToyConfig(), "toy", datasets=("first", "second"), arms=arms)
+    cfg, data = runner.attach_data(profile, T.ToyConfig(), ["b"])
+    assert asked == ["second"] and set(data) == {"second"}
+    asked.clear()
+    runner.attach_data(profile, T.ToyConfig(), ["a", "b"])
+    assert asked == ["first", "second"]
