@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from data_scripts import _captions as C
-from papers.show_attend_tell.data import SCENE_SPLITS, _normalise, make_scenes, scene_vocab
+from repro.blocks.caption_scenes import SCENE_SPLITS, make_scenes, normalise_image, scene_vocab
 from repro.blocks.captioning import CaptionDataModule, CaptionSet, Vocab, split_indices
 
 
@@ -32,7 +32,7 @@ def region_boxes(scene: dict, k: int, rng: random.Random) -> list[list[float]]:
 def scene_set(cfg, vocab: Vocab, split: str, per_caption: bool) -> CaptionSet:
     scenes = make_scenes(cfg, split)
     rng = random.Random(cfg.data_seed * 100 + SCENE_SPLITS[split])
-    images = torch.stack([_normalise(C.render_scene(s)) for s in scenes])
+    images = torch.stack([normalise_image(C.render_scene(s)) for s in scenes])
     boxes = torch.tensor([region_boxes(s, cfg.n_regions, rng) for s in scenes], dtype=torch.float32)
     refs = [C.scene_captions(s) for s in scenes]
 

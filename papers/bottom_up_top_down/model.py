@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from repro.blocks.caption_scenes import SmallCNN
 from repro.blocks.captioning import (
     EOS, PAD, AdditiveAttention, CaptionModule, Vocab, beam_search, masked_mean,
 )
@@ -42,8 +43,6 @@ class SceneEncoder(nn.Module):
 
     def __init__(self, mode: str, dim: int, width: int) -> None:
         super().__init__()
-        from papers.show_attend_tell.model import SmallCNN
-
         self.mode, self.cnn, self.out_dim = mode, SmallCNN(dim, width), dim
 
     def forward(self, images: Tensor, boxes: Tensor | None) -> Tensor:

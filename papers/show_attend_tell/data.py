@@ -10,34 +10,12 @@ from pathlib import Path
 import torch
 
 from data_scripts import _captions as C
+from repro.blocks.caption_scenes import make_scenes, normalise_image, scene_vocab
 from repro.blocks.captioning import CaptionDataModule, CaptionSet, Vocab, load_image, split_indices
-
-SCENE_SPLITS = {"train": 0, "val": 1, "test": 2}
-
-
-def scene_vocab() -> Vocab:
-    words = sorted({w for col in C.COLOURS for w in [col]} | set(C.SHAPES)
-                   | {w for rel in C.RELATIONS.values() for phrase in rel for w in phrase.split()}
-                   | {"a", "there", "is"})
-    return Vocab(words)
-
-
-def _normalise(img) -> torch.Tensor:
-    x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(img.size[1], img.size[0], 3)
-    x = x.permute(2, 0, 1).float() / 255.0
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-    return (x - mean) / std
-
-
-def make_scenes(cfg, split: str) -> list[dict]:
-    n = {"train": cfg.n_train, "val": cfg.n_val, "test": cfg.n_test}[split]
-    return C.fixture_scenes(n, size=cfg.image_size, seed=cfg.data_seed * 10 + SCENE_SPLITS[split])
-
 
 def scene_set(cfg, vocab: Vocab, split: str, per_caption: bool) -> CaptionSet:
     scenes = make_scenes(cfg, split)
-    images = torch.stack([_normalise(C.render_scene(s)) for s in scenes])
+    images = torch.stack([normalise_image(C.render_scene(s)) for s in scenes])
     refs = [C.scene_captions(s) for s in scenes]
     boxes = torch.tensor([[ob["box"] for ob in s["objects"]] for s in scenes], dtype=torch.float32)
     nouns = torch.tensor([[vocab.stoi[ob["shape"]] for ob in s["objects"]] for s in scenes])

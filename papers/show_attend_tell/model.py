@@ -29,35 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from repro.blocks.caption_scenes import SmallCNN
 from repro.blocks.captioning import PAD, AdditiveAttention, CaptionModule, Vocab
 
 # --------------------------------------------------------------------------- encoders
-
-
-def coord_channels(x: Tensor) -> Tensor:
-    """Append normalised x and y coordinate planes (B, 3, H, W) -> (B, 5, H, W)."""
-    b, _, h, w = x.shape
-    ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype).view(1, 1, h, 1).expand(b, 1, h, w)
-    xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype).view(1, 1, 1, w).expand(b, 1, h, w)
-    return torch.cat([x, xs, ys], 1)
-
-
-class SmallCNN(nn.Module):
-    """cpu-analogue encoder: three conv blocks, stride 8 overall, trained with the decoder.
-    A 48x48 scene gives a 6x6 grid (L=36) of ``dim``-d annotation vectors."""
-
-    def __init__(self, dim: int = 64, width: int = 32) -> None:
-        super().__init__()
-        self.out_dim = dim
-        self.net = nn.Sequential(
-            nn.Conv2d(5, width, 5, stride=2, padding=2), nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(2 * width, dim, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        )
-
-    def forward(self, images: Tensor) -> Tensor:
-        fmap = self.net(coord_channels(images))  # (B, D, G, G)
-        return fmap.flatten(2).transpose(1, 2)  # (B, L, D), row-major cells
 
 
 class VGGConv54(nn.Module):
@@ -197,7 +172,14 @@ class ShowAttendTell(CaptionModule):
         return reg
 
     def configure_optimizers(self):
+        # Section 5.1: RMSProp for Flickr8k, Adam for Flickr30k and COCO. The official rmsprop is
+        # Graves' centred variant (running averages with decay 0.95, momentum 0.9, step 1e-4);
+        # torch adds its epsilon outside the square root where the official code adds 1e-4 inside.
         params = [p for p in self.parameters() if p.requires_grad]
+        if self.cfg.optimizer == "rmsprop":
+            return torch.optim.RMSprop(params, lr=self.lr, alpha=0.95, eps=1e-4, momentum=0.9, centered=True)
+        if self.cfg.optimizer != "adam":
+            raise ValueError(f"optimizer must be 'adam' or 'rmsprop', got {self.cfg.optimizer!r}")
         return torch.optim.Adam(params, lr=self.lr)
 
     # -- the cpu analogue's attention analysis (synthetic scenes carry object boxes)
