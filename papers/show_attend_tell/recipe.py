@@ -2,8 +2,9 @@
 
 Training recipe. The cpu profile is a labelled analogue on synthetic scenes; its
 expectations and tolerances were written before the first run (README, "Claims and
-tolerances"). The paper's Table 1 numbers could not be confirmed against the paper
-text, so the full profile runs the paper's setting without paper-number claims.
+tolerances"). The full profile trains the six Table 1 rows of the paper (soft and hard
+attention on Flickr8k, Flickr30k and COCO) and claims BLEU-1..4 and METEOR of the three
+rows whose values could be confirmed (README, "Claims").
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Config(TrainConfig):
     max_epochs: int = 20
     batch_size: int = 64
     lr: float = 2e-4  # official adam lr0
+    optimizer: str = "adam"  # adam | rmsprop (Section 5.1: RMSProp for Flickr8k, Adam for Flickr30k/COCO)
     gradient_clip_val: float | None = None
 
 
@@ -121,15 +123,66 @@ CPU_CLAIMS = (
     ),
 )
 
+# Table 1, rows "Soft-Attention" and "Hard-Attention" of each dataset block (BLEU-1..4 and METEOR,
+# single models). The arXiv text's tables were not reachable with the offline tools, so a row is a
+# claim only where independent transcriptions of Table 1 agree exactly (searched 2026-11-29):
+# - Flickr8k soft and hard: four reproduction-project READMEs that quote both rows (BLEU-1 printed
+#   "67") and a paper-review note that copies the whole table;
+# - COCO soft: the review note and a reimplementation README (70.7 / 49.2 / 34.4 / 24.3 / 23.9).
+# Flickr30k soft/hard and COCO hard appear only in the review note: listed in the README as
+# unconfirmed, not claimed (their arms still run, without verdicts).
+TABLE1 = {
+    ("flickr8k", "soft"): (67.0, 44.8, 29.9, 19.5, 18.93),
+    ("flickr8k", "hard"): (67.0, 45.7, 31.4, 21.3, 20.30),
+    ("coco_captions", "soft"): (70.7, 49.2, 34.4, 24.3, 23.90),
+}
+_CONFIRMED_BY = {
+    "flickr8k": "four reproduction READMEs and a review note agree",
+    "coco_captions": "a review note and a reimplementation README agree",
+}
+_TABLE1_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR")
+_DATASET_NAME = {"flickr8k": "Flickr8k", "flickr30k": "Flickr30k", "coco_captions": "MS COCO"}
+_ARM_PREFIX = {"flickr8k": "f8k", "flickr30k": "f30k", "coco_captions": "coco"}
+# Section 5.1: RMSProp for Flickr8k (official rmsprop: step 1e-4), Adam for Flickr30k and COCO
+_OPTIMISER = {"flickr8k": {"optimizer": "rmsprop", "lr": 1e-4}, "flickr30k": {}, "coco_captions": {}}
+FULL_ARMS = {
+    f"{_ARM_PREFIX[ds]}-{kind}": {"dataset": ds, "data_dir": f"@{ds}", "attention": kind, **_OPTIMISER[ds]}
+    for ds in _DATASET_NAME for kind in ("soft", "hard")
+}
+_FULL_PROTO = (
+    "Test split of Karpathy & Fei-Fei (Flickr8k 1,000 / Flickr30k 1,000 / COCO 5,000 images; the public splits "
+    "Section 5.1 points to, by our reading), five references per image; frozen ImageNet VGG-19 conv5_4 "
+    "(torchvision weights; the paper: Oxford VGGnet), beam 5, at most 20 words; BLEU-n = coco-caption BLEU "
+    "(corpus level, closest reference length) and METEOR 1.5 through pycocoevalcap 1.2 with its PTBTokenizer, "
+    "x100. The paper's own BLEU/METEOR scripts are not named in what we could read; small metric-implementation "
+    "differences are possible. One model per row, as the paper."
+)
+_FULL_TOL = Tolerance(
+    "abs", 1.0, "assumed",
+    "Assumed before any run: the paper reports one model per row without a spread; +-1 point is our allowance "
+    "for seed variance and for the reimplementation (torchvision VGG-19 weights instead of the Oxford Caffe "
+    "model, PyTorch instead of Theano, the official script's schedule approximated in epochs).",
+)
+FULL_CLAIMS = tuple(
+    Claim(
+        id=f"{_ARM_PREFIX[ds]}-{kind}-{metric.lower()}", metric=f"{_ARM_PREFIX[ds]}-{kind}/test/{metric}",
+        reported=value, better="higher", tolerance=_FULL_TOL, unit="points",
+        source=f"Table 1, {_DATASET_NAME[ds]} block, row '{kind.capitalize()}-Attention', column {metric} "
+               f"(paper text not reachable offline; {_CONFIRMED_BY[ds]} on this value)",
+        protocol=_FULL_PROTO,
+    )
+    for (ds, kind), values in TABLE1.items() for metric, value in zip(_TABLE1_METRICS, values)
+)
+
 PROFILES = {
     "full": Profile(
         "full", Config(),
-        "The paper's COCO setting (Karpathy split): frozen ImageNet VGG-19 conv5_4 (14x14x512), LSTM 1800, "
-        "embeddings 512, doubly stochastic lambda 1, dropout, Adam 2e-4, beam 5; soft and hard attention arms. "
-        "Flickr8k/Flickr30k: --set dataset=flickr8k data_dir=<prepared folder>. No paper-number claims: Table 1 "
-        "could not be confirmed against the paper text (README).",
-        datasets=("coco_captions",), arms={"soft": {"attention": "soft"}, "hard": {"attention": "hard"}},
-        seeds=1, gpu_hours=40.0,
+        "Table 1: soft and hard attention on Flickr8k, Flickr30k and COCO (Karpathy splits), one model each "
+        "(claims for the three rows whose values are confirmed, README): "
+        "frozen ImageNet VGG-19 conv5_4 (14x14x512), LSTM 1800, embeddings 512, doubly stochastic lambda 1, "
+        "dropout, Adam 2e-4 (RMSProp 1e-4 on Flickr8k, Section 5.1), beam 5. One dataset: --arm coco-soft "
+        "--arm coco-hard (needs only that dataset; a subset of arms is not a canonical run).",
+        claims=FULL_CLAIMS, datasets=tuple(_DATASET_NAME), arms=FULL_ARMS, seeds=1, gpu_hours=80.0,
     ),
     "cpu": Profile(
         "cpu", CPU_CONFIG,
@@ -156,6 +209,7 @@ TEST_KEYS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr
 METRICS = (
     *(f"test/{k}" for k in TEST_KEYS), "test/attn_mass_in_box", "test/attn_box_area_fraction",
     "test/attn_mass_over_area", "soft/test/attn_mass_over_area", "gap/BLEU-4", "gap/CIDEr",
+    *(c.metric for c in FULL_CLAIMS),
 )
 
 
@@ -191,8 +245,6 @@ RECIPE = Recipe(
     paper=PAPER, config_cls=Config, profiles=PROFILES, metrics=METRICS, build_model=_build_model,
     build_data=_build_data, derive=_derive, plot=_plot,
     skips={
-        "paper-claims": "Table 1 (BLEU-1..4, METEOR on Flickr8k, Flickr30k, COCO) could not be confirmed against "
-                        "the paper text with the tools available offline; no paper number is claimed (README).",
         "cpu-hard-attention": "hard attention is implemented and unit-tested (estimator, sampling) but not run in "
                               "the cpu profile, to keep it within 10 minutes on 2 cores; the full profile runs it.",
     },
