@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler
 
 from .recipe import TrainConfig  # noqa: F401  (re-exported: recipes may import it from here too)
 
@@ -59,6 +59,36 @@ class SeededRandomSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.n
+
+
+class TensorBatches(Dataset):
+    """Equal-length tensors served a whole batch at a time: ``__getitems__`` gathers the
+    batch with one tensor index instead of collating single rows, so a step's data cost
+    is one gather. Give tensors positionally (batches are tuples) or one dict of tensors
+    (batches are dicts); use with a batch sampler and ``collate_fn=keep_batch``."""
+
+    def __init__(self, *tensors: torch.Tensor | dict[str, torch.Tensor]) -> None:
+        self.named = len(tensors) == 1 and isinstance(tensors[0], dict)
+        self.tensors = tensors[0] if self.named else tensors
+        first = next(iter(self.tensors.values())) if self.named else self.tensors[0]
+        self.n = len(first)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        return self.__getitems__([i])
+
+    def __getitems__(self, idx):
+        idx = torch.as_tensor(idx)
+        if self.named:
+            return {k: v[idx] for k, v in self.tensors.items()}
+        return tuple(t[idx] for t in self.tensors)
+
+
+def keep_batch(batch):
+    """``collate_fn`` for ``TensorBatches``: the gathered batch is already collated."""
+    return batch
 
 
 class TokenBatchSampler(Sampler[list[int]]):

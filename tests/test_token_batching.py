@@ -54,3 +54,21 @@ def test_too_long_example_is_an_error_and_dataloader_use():
     data = torch.arange(10)
     dl = torch.utils.data.DataLoader(data, batch_sampler=TokenBatchSampler([2] * 10, 6, seed=0))
     assert sorted(torch.cat(list(dl)).tolist()) == list(range(10)) and all(len(x) <= 3 for x in dl)
+
+
+def test_tensor_batches_gather_whole_batches_as_tuples_or_dicts():
+    from torch.utils.data import BatchSampler, DataLoader
+
+    from repro.training import TensorBatches, keep_batch
+
+    x, y = torch.arange(10).view(5, 2), torch.arange(5) * 10
+    tup = TensorBatches(x, y)
+    assert len(tup) == 5
+    batches = list(DataLoader(tup, batch_sampler=BatchSampler([4, 0, 2, 1, 3], 2, drop_last=False),
+                              collate_fn=keep_batch))
+    assert [b[1].tolist() for b in batches] == [[40, 0], [20, 10], [30]]
+    assert torch.equal(batches[0][0], x[[4, 0]])
+    named = TensorBatches({"x": x, "y": y})
+    first = next(iter(DataLoader(named, batch_size=3, collate_fn=keep_batch)))
+    assert set(first) == {"x", "y"} and first["y"].tolist() == [0, 10, 20]
+    assert named[4]["y"].tolist() == [40]

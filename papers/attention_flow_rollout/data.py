@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from repro.training import SeededRandomSampler
+from repro.training import SeededRandomSampler, TensorBatches, keep_batch
 
 PAD, UNK, CLS = 0, 1, 2
 NOUNS = ("key", "cabinet", "author", "book", "dog", "friend", "table", "letter", "student", "car",
@@ -81,22 +81,6 @@ def decode(tokens) -> list[str]:
     return [VOCAB[int(t)] for t in tokens if int(t) != PAD]
 
 
-class _Split(Dataset):
-    def __init__(self, t: dict[str, torch.Tensor]) -> None:
-        self.t = t
-
-    def __len__(self) -> int:
-        return len(self.t["tokens"])
-
-    def __getitems__(self, idx):
-        idx = torch.as_tensor(idx)
-        return {k: v[idx] for k, v in self.t.items()}
-
-
-def _identity(batch):
-    return batch
-
-
 class AgreementData(L.LightningDataModule):
     """Train and test sentences; the data seed is fixed by the config, the run seed
     shuffles the training order."""
@@ -111,13 +95,13 @@ class AgreementData(L.LightningDataModule):
         if self.train is None:
             length = max_length(c.max_pps, c.max_adjs)
             kw = dict(max_pps=c.max_pps, max_adjs=c.max_adjs, p_attractor=c.p_attractor)
-            self.train = _Split(encode(make_sentences(c.train_size, c.data_seed, **kw), length))
-            self.test = _Split(encode(make_sentences(c.test_size, c.data_seed + 1, **kw), length))
+            self.train = TensorBatches(encode(make_sentences(c.train_size, c.data_seed, **kw), length))
+            self.test = TensorBatches(encode(make_sentences(c.test_size, c.data_seed + 1, **kw), length))
 
     def train_dataloader(self):
         seed = torch.initial_seed() % (2**31)
-        return DataLoader(self.train, batch_size=self.cfg.batch_size, collate_fn=_identity,
+        return DataLoader(self.train, batch_size=self.cfg.batch_size, collate_fn=keep_batch,
                           sampler=SeededRandomSampler(len(self.train), seed), num_workers=self.cfg.num_workers)
 
     def test_dataloader(self):
-        return DataLoader(self.test, batch_size=256, collate_fn=_identity)
+        return DataLoader(self.test, batch_size=256, collate_fn=keep_batch)

@@ -136,7 +136,7 @@ def measure(cfg, ctx) -> dict[str, float]:
     res = ctx.fit_and_test(model, dm)
     metrics = {"test/acc": float(res["metrics"]["test/acc"])}
     dm.setup("test")
-    batch = {k: v[: cfg.analysis_items] for k, v in dm.test.t.items()}
+    batch = {k: v[: cfg.analysis_items] for k, v in dm.test.tensors.items()}
     net = model.net.cpu()
     corrs: dict[str, list[list[float]]] = {}
     for start in range(0, len(batch["tokens"]), 50):

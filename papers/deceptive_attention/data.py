@@ -24,9 +24,9 @@ from typing import Literal
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from repro.training import SeededRandomSampler
+from repro.training import SeededRandomSampler, TensorBatches, keep_batch
 
 PAD, SOS, EOS = 0, 1, 2
 N_SPECIAL = 3
@@ -76,22 +76,6 @@ def encode(examples, max_len: int) -> dict[str, torch.Tensor]:
     return {"src": src, "src_len": src_len, "trg": trg, "imp": imp}
 
 
-class Seq2SeqSplit(Dataset):
-    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.t = tensors
-
-    def __len__(self) -> int:
-        return len(self.t["src"])
-
-    def __getitems__(self, idx):  # one gather per batch instead of collating samples
-        idx = torch.as_tensor(idx)
-        return {k: v[idx] for k, v in self.t.items()}
-
-
-def _identity(batch):
-    return batch
-
-
 class SyntheticSeq2Seq(L.LightningDataModule):
     """Train and test splits of one task. The data seed is fixed by the config (the
     same sequences for every seed and arm); the run seed shuffles the training order."""
@@ -104,15 +88,15 @@ class SyntheticSeq2Seq(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         c = self.cfg
         if self.train_split is None:
-            self.train_split = Seq2SeqSplit(encode(
+            self.train_split = TensorBatches(encode(
                 make_examples(c.task, c.train_size, c.vocab, c.min_len, c.max_len, c.data_seed), c.max_len))
-            self.test_split = Seq2SeqSplit(encode(
+            self.test_split = TensorBatches(encode(
                 make_examples(c.task, c.test_size, c.vocab, c.min_len, c.max_len, c.data_seed + 1), c.max_len))
 
     def train_dataloader(self):
         seed = torch.initial_seed() % (2**31)  # the engine seeds torch with the run seed
-        return DataLoader(self.train_split, batch_size=self.cfg.batch_size, collate_fn=_identity,
+        return DataLoader(self.train_split, batch_size=self.cfg.batch_size, collate_fn=keep_batch,
                           sampler=SeededRandomSampler(len(self.train_split), seed), num_workers=self.cfg.num_workers)
 
     def test_dataloader(self):
-        return DataLoader(self.test_split, batch_size=512, collate_fn=_identity)
+        return DataLoader(self.test_split, batch_size=512, collate_fn=keep_batch)

@@ -17,7 +17,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from repro.training import SeededRandomSampler
+from repro.training import SeededRandomSampler, TensorBatches, keep_batch
 
 DIGITS = [str(i) for i in range(10)]
 SOS, UNK, EOS, PAD = 10, 11, 12, 13  # special tokens after the ten digits, as in the official vocabulary
@@ -53,24 +53,6 @@ def to_tensors(pairs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.T
     return src, ls, tgt, lt
 
 
-class _Batched(Dataset):
-    """Whole batches by one tensor index (``__getitems__``)."""
-
-    def __init__(self, *tensors: torch.Tensor) -> None:
-        self.tensors = tensors
-
-    def __len__(self) -> int:
-        return len(self.tensors[0])
-
-    def __getitems__(self, idx):
-        idx = torch.as_tensor(idx)
-        return tuple(t[idx] for t in self.tensors)
-
-
-def _identity(batch):
-    return batch
-
-
 def split_names(test_lengths) -> list[str]:
     return ["iid"] + [f"len{n}" for n in test_lengths]
 
@@ -99,15 +81,15 @@ class LengthSplitData(L.LightningDataModule):
     def train_dataloader(self):
         sampler = torch.utils.data.BatchSampler(SeededRandomSampler(len(self.train[0]), self.seed),
                                                 self.cfg.batch_size, drop_last=False)
-        return DataLoader(_Batched(*self.train), batch_sampler=sampler, collate_fn=_identity)
+        return DataLoader(TensorBatches(*self.train), batch_sampler=sampler, collate_fn=keep_batch)
 
     def val_dataloader(self):
         sampler = torch.utils.data.BatchSampler(range(len(self.dev[0])), self.cfg.eval_batch_size, drop_last=False)
-        return DataLoader(_Batched(*self.dev), batch_sampler=sampler, collate_fn=_identity)
+        return DataLoader(TensorBatches(*self.dev), batch_sampler=sampler, collate_fn=keep_batch)
 
     def test_dataloader(self):
         return DataLoader(_TestSplits(self.test_parts), batch_sampler=_TestSplits.batches(self.test_parts,
-                          self.cfg.eval_batch_size), collate_fn=_identity)
+                          self.cfg.eval_batch_size), collate_fn=keep_batch)
 
 
 class _TestSplits(Dataset):

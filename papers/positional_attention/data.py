@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader
 
-from repro.training import SeededRandomSampler
+from repro.training import SeededRandomSampler, TensorBatches, keep_batch
 
 TASKS = ("sum", "min", "sort", "median", "maxsub")
 
@@ -88,24 +88,6 @@ def make_set(task: str, num: int, n: int, low: float, high: float, g: torch.Gene
     return torch.cat([x, pad], 1)[..., None], torch.cat([y, pad], 1)[..., None]
 
 
-class _Batched(Dataset):
-    """Whole batches by one tensor index (``__getitems__``), not per-sample collation."""
-
-    def __init__(self, *tensors: torch.Tensor) -> None:
-        self.tensors = tensors
-
-    def __len__(self) -> int:
-        return len(self.tensors[0])
-
-    def __getitems__(self, idx):
-        idx = torch.as_tensor(idx)
-        return tuple(t[idx] for t in self.tensors)
-
-
-def _identity(batch):
-    return batch
-
-
 class ValueGeneralisationData(L.LightningDataModule):
     """Training set on [train_low, train_high]; validation in distribution; one test set
     per scale c in ``test_scales`` on [c * train_low, c * train_high] (rejecting
@@ -135,12 +117,12 @@ class ValueGeneralisationData(L.LightningDataModule):
 
     def train_dataloader(self):
         sampler = BatchSampler(SeededRandomSampler(len(self.train[0]), self.seed), self.cfg.batch_size, drop_last=False)
-        return DataLoader(_Batched(*self.train), batch_sampler=sampler, collate_fn=_identity)
+        return DataLoader(TensorBatches(*self.train), batch_sampler=sampler, collate_fn=keep_batch)
 
     def val_dataloader(self):
         sampler = BatchSampler(range(len(self.val[0])), 1000, drop_last=False)
-        return DataLoader(_Batched(*self.val), batch_sampler=sampler, collate_fn=_identity)
+        return DataLoader(TensorBatches(*self.val), batch_sampler=sampler, collate_fn=keep_batch)
 
     def test_dataloader(self):
         sampler = BatchSampler(range(len(self.test[0])), 1000, drop_last=False)
-        return DataLoader(_Batched(*self.test), batch_sampler=sampler, collate_fn=_identity)
+        return DataLoader(TensorBatches(*self.test), batch_sampler=sampler, collate_fn=keep_batch)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, TensorDataset
 
-from repro.training import SeededRandomSampler
+from repro.training import SeededRandomSampler, TensorBatches, keep_batch
 
 
 def sphere(shape: tuple[int, ...], d: int, generator: torch.Generator) -> torch.Tensor:
@@ -33,25 +33,6 @@ def make_split(n: int, d: int, context: int, seed: int) -> TensorDataset:
     y = sphere((n,), d, g)
     X = sphere((n, context), d, g)
     return TensorDataset(y, X, nearest_neighbour_target(y, X))
-
-
-class _Batched(Dataset):
-    """Fetches a whole batch with one tensor index (``__getitems__``) instead of
-    collating 256 single samples: the per-step data cost drops to a gather."""
-
-    def __init__(self, ds: TensorDataset) -> None:
-        self.tensors = ds.tensors
-
-    def __len__(self) -> int:
-        return len(self.tensors[0])
-
-    def __getitems__(self, idx):
-        idx = torch.as_tensor(idx)
-        return tuple(t[idx] for t in self.tensors)
-
-
-def _identity(batch):
-    return batch
 
 
 class NearestNeighbourData(L.LightningDataModule):
@@ -75,7 +56,7 @@ class NearestNeighbourData(L.LightningDataModule):
     def train_dataloader(self):
         # the engine's resume-exact shuffling: Lightning calls set_epoch on batch_sampler.sampler
         sampler = BatchSampler(SeededRandomSampler(len(self.train), self.seed), self.cfg.batch_size, drop_last=True)
-        return DataLoader(_Batched(self.train), batch_sampler=sampler, collate_fn=_identity)
+        return DataLoader(TensorBatches(*self.train.tensors), batch_sampler=sampler, collate_fn=keep_batch)
 
     def val_dataloader(self):
         return DataLoader(self.val, batch_size=len(self.val))
