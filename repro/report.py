@@ -228,8 +228,8 @@ def suite_block(results_dir: Path = RESULTS_DIR) -> str:
     blessed = blessed_results(results_dir)
     lines = [SUITE_START, "",
              "| paper | cpu claims | reproduced | better | not reproduced | not measured / error "
-             "| wall time (min) | run | in CI |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| wall time (min) | CPU time (min) | run | in CI |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for slug in sorted(catalogue.implemented_slugs()):
         prof = registry.get_recipe(slug).profiles.get("cpu")
         if prof is None or not prof.claims:
@@ -238,13 +238,14 @@ def suite_block(results_dir: Path = RESULTS_DIR) -> str:
         res = blessed.get((slug, "cpu"))
         link = f"[{slug}](papers/{slug}/README.md)"
         if res is None:
-            lines.append(f"| {link} | {len(prof.claims)} | | | | | | _no accepted run yet_ | {in_ci} |")
+            lines.append(f"| {link} | {len(prof.claims)} | | | | | | | _no accepted run yet_ | {in_ci} |")
             continue
         n = Counter(c["verdict"] for c in res["claims"])
         dirty = " (dirty)" if res.get("environment", {}).get("git", {}).get("dirty") else ""
         lines.append(
             f"| {link} | {len(res['claims'])} | {n['reproduced']} | {n['better']} | {n['not-reproduced']} "
-            f"| {n['not-measured'] + n['error']} | {fmt(res['wall_time_s'] / 60, 3)} | `{res['run_id']}`{dirty} "
+            f"| {n['not-measured'] + n['error']} | {fmt(res['wall_time_s'] / 60, 3)} "
+            f"| {fmt(res['cpu_time_s'] / 60, 3) if res.get('cpu_time_s') else ''} | `{res['run_id']}`{dirty} "
             f"| {in_ci} |")
     lines += ["", SUITE_END]
     return "\n".join(lines)
