@@ -20,6 +20,17 @@ at most 0.66 ms) applied as a fractional delay to the far ear, and a broadband
 interaural level difference of ``ild_db * |sin(azimuth)|`` on the far ear. Noise is
 synthetic and binaural (partially correlated pink noise plus a low hum), a stand-in
 for WHAM! noise. Every example is a deterministic function of (split seed, index).
+
+The ``full`` profile (and the smoke test of its wiring) renders scenes as the official
+simulator does instead (``MeasuredResponses``, ``NoisePool``): every scene draws one
+response set with the official weights (CIPIC 35 : RRBRIR 5 : ASH 45 : CATT 15,
+``data_scripts/binaural_rirs.py``) and one subject / room of the split, convolves each
+mono source with a measured binaural response of that subject / room (truncated to the
+source length, as ``scipy.signal.convolve(...)[:len(src)]`` in the official code), puts the
+enrolled speaker at the frontal response (CATT: |azimuth| <= 10 degrees, as the official
+``enroll_azimuths_0``), and renders a WHAM! noise clip (mono mix-down) through another
+response of the same room (CATT: three azimuths with gains U(0.5, 1), renormalised to
+the clip's peak, as official ``CATTRIRSimulator``).
 """
 
 from __future__ import annotations
@@ -148,6 +159,112 @@ def _rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(x**2)) + 1e-9)
 
 
+# ----------------------------------------------------------------------------- measured responses + WHAM!
+
+
+def _resample(x: np.ndarray, sr_from: int, sr_to: int) -> np.ndarray:
+    from scipy.signal import resample_poly
+
+    if sr_from == sr_to:
+        return x.astype(np.float32)
+    g = math.gcd(int(sr_from), int(sr_to))
+    return resample_poly(x, int(sr_to) // g, int(sr_from) // g, axis=-1).astype(np.float32)
+
+
+def convolve_binaural(x: np.ndarray, ir: np.ndarray) -> np.ndarray:
+    """Mono (N,) * binaural response (2, T) -> (2, N): full convolution cut to the source
+    length (official ``convolve(src, rir[ch])[:len(src)]``)."""
+    from scipy.signal import fftconvolve
+
+    return np.stack([fftconvolve(x, ir[c])[: x.size] for c in range(2)]).astype(np.float32)
+
+
+@dataclass
+class ResponseGroup:
+    set: str
+    name: str
+    ir: np.ndarray  # (M, 2, T) at the scene rate
+    azimuth: np.ndarray
+    elevation: np.ndarray
+
+    def frontal(self) -> np.ndarray:
+        """Indices of the enrolment ("look at the speaker") responses."""
+        from data_scripts.binaural_rirs import angle_from_front
+
+        ang = angle_from_front(self.azimuth, self.elevation)
+        if self.set == "catt":
+            return np.flatnonzero(np.abs(self.azimuth) <= 10.0)
+        if self.set == "ash":
+            return np.flatnonzero(ang < 0.5)
+        return np.array([int(np.argmin(ang))])
+
+    def offaxis(self, min_deg: float) -> np.ndarray:
+        from data_scripts.binaural_rirs import angle_from_front
+
+        return np.flatnonzero(angle_from_front(self.azimuth, self.elevation) > min_deg)
+
+    def anywhere(self) -> np.ndarray:
+        if self.set == "ash":  # official ASHSimulator: non-frontal sources never use azimuth 0
+            return np.flatnonzero(self.azimuth != 0)
+        return np.arange(len(self.azimuth))
+
+
+class MeasuredResponses:
+    """The response groups (subjects / room configurations) of one split of
+    ``binaural_rirs``, drawn per scene with the official set weights; arrays loaded and
+    resampled to the scene rate on first use."""
+
+    def __init__(self, root: Path, split: str, sample_rate: int) -> None:
+        from data_scripts.binaural_rirs import SET_WEIGHTS, read_index
+
+        self.root, self.sample_rate = Path(root), sample_rate
+        self.rows: dict[str, list[dict]] = {}
+        for r in read_index(self.root):
+            if r["split"] == split:
+                self.rows.setdefault(r["set"], []).append(r)
+        if not self.rows:
+            raise ValueError(f"{root}: no binaural responses for split {split!r}")
+        self.sets = sorted(self.rows)
+        w = np.array([SET_WEIGHTS[k] for k in self.sets], dtype=float)
+        self.weights = w / w.sum()
+        self._cache: dict[str, ResponseGroup] = {}
+
+    def draw(self, rng: np.random.Generator) -> ResponseGroup:
+        name = self.sets[int(rng.choice(len(self.sets), p=self.weights))]
+        row = self.rows[name][int(rng.integers(len(self.rows[name])))]
+        if row["path"] not in self._cache:
+            z = np.load(self.root / row["path"])
+            ir = _resample(z["ir"], int(round(float(z["sample_rate"]))), self.sample_rate)
+            self._cache[row["path"]] = ResponseGroup(name, row["group"], ir, z["azimuth_deg"], z["elevation_deg"])
+        return self._cache[row["path"]]
+
+
+class NoisePool:
+    """WHAM! clips of one split (``data_scripts/wham_noise.py``): a random crop of
+    ``length`` samples at the scene rate, mixed down to mono (the official scaper events
+    are mono), looped when the clip is shorter."""
+
+    def __init__(self, root: Path, split: str, sample_rate: int) -> None:
+        from data_scripts.wham_noise import read_manifest
+
+        self.clips = read_manifest(Path(root), split)
+        if not self.clips:
+            raise ValueError(f"{root}: no WHAM! clips for split {split!r}")
+        self.sample_rate = sample_rate
+
+    def crop(self, rng: np.random.Generator, length: int) -> np.ndarray:
+        import soundfile as sf
+
+        path, frames, sr, _ = self.clips[int(rng.integers(len(self.clips)))]
+        need = int(math.ceil(length * sr / self.sample_rate)) + 1
+        start = int(rng.integers(0, max(frames - need, 0) + 1))
+        x, _ = sf.read(str(path), start=start, frames=min(need, frames), dtype="float32", always_2d=True)
+        x = x.mean(axis=1)
+        if x.size < need:
+            x = np.tile(x, int(math.ceil(need / max(x.size, 1))))[:need]
+        return _resample(x, sr, self.sample_rate)[:length]
+
+
 # ----------------------------------------------------------------------------- scenes
 
 
@@ -166,8 +283,11 @@ class SceneConfig:
 class Scenes(Dataset):
     """``n`` scenes from ``pool``; scene ``i`` is a function of (``seed``, ``i``) only."""
 
-    def __init__(self, pool: SpeechPool, n: int, seed: int, scene: SceneConfig) -> None:
+    def __init__(self, pool: SpeechPool, n: int, seed: int, scene: SceneConfig,
+                 responses: MeasuredResponses | None = None, noise: NoisePool | None = None,
+                 teacher=None) -> None:
         self.pool, self.n, self.seed, self.cfg = pool, n, seed, scene
+        self.responses, self.noise, self.teacher = responses, noise, teacher
 
     def __len__(self) -> int:
         return self.n
@@ -203,6 +323,43 @@ class Scenes(Dataset):
             tgt, mix = tgt / peak, mix / peak
         return tgt.astype(np.float32), mix.astype(np.float32), u
 
+    def _scene_measured(self, rng, front_spk: str, other_spk: str, length: int, avoid: int = -1,
+                        enrollment: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
+        """Like ``_scene`` with measured responses and WHAM! (or synthetic) noise: in an
+        enrollment the first speaker is at a frontal response and the other one more than
+        ``enroll_offaxis_deg`` off-axis; in a mixture both are anywhere in the room."""
+        c = self.cfg
+        room = self.responses.draw(rng)
+        u = self._utt(rng, front_spk, avoid)
+        s = self._crop(rng, u, length)
+        s = s / _rms(s) * 10 ** (rng.uniform(-28, -18) / 20)
+        o = self._crop(rng, self._utt(rng, other_spk), length)
+        o = o / _rms(o) * _rms(s) * 10 ** (-rng.uniform(*c.sir_db) / 20)
+        if enrollment:
+            i_s = int(rng.choice(room.frontal()))
+            far = room.offaxis(c.enroll_offaxis_deg)
+            i_o = int(rng.choice(far if far.size else room.anywhere()))
+        else:
+            i_s, i_o = (int(k) for k in rng.choice(room.anywhere(), size=2))
+        tgt = convolve_binaural(s, room.ir[i_s])
+        oth = convolve_binaural(o, room.ir[i_o])
+        if self.noise is not None:
+            mono = self.noise.crop(rng, length)
+            if room.set == "catt":
+                picks = rng.choice(room.anywhere(), size=3, replace=False)
+                noise = sum(rng.uniform(0.5, 1.0) * convolve_binaural(mono, room.ir[k]) for k in picks)
+                noise = noise / (np.abs(noise).max() + 1e-9) * np.abs(mono).max()
+            else:
+                noise = convolve_binaural(mono, room.ir[int(rng.choice(room.anywhere()))])
+        else:
+            noise = binaural_noise(rng, length, c.sample_rate)
+        noise = noise / _rms(noise) * _rms(tgt) * 10 ** (-rng.uniform(*c.snr_db) / 20)
+        mix = tgt + oth + noise
+        peak = float(np.abs(mix).max())
+        if peak > 1.0:
+            tgt, mix = tgt / peak, mix / peak
+        return tgt.astype(np.float32), mix.astype(np.float32), u
+
     def _azimuths(self, rng) -> tuple[float, float]:
         while True:
             a, b = rng.uniform(-90, 90, size=2)
@@ -221,14 +378,23 @@ class Scenes(Dataset):
         d2 = perm[3] if len(perm) > 3 else perm[2]
         n = int(round(self.cfg.clip_s * self.cfg.sample_rate))
         ne = int(round(self.cfg.enroll_s * self.cfg.sample_rate))
-        az_t, az_o = self._azimuths(rng)
-        target, mixture, u_mix = self._scene(rng, t, o, n, front_az=az_t, other_az=az_o)
-        clean_e, enroll, _ = self._scene(rng, t, d1, ne, avoid=u_mix, front_az=0.0, other_az=self._offaxis(rng))
-        _, wrong, _ = self._scene(rng, o, d2, ne, front_az=0.0, other_az=self._offaxis(rng))
+        if self.responses is None:
+            az_t, az_o = self._azimuths(rng)
+            target, mixture, u_mix = self._scene(rng, t, o, n, front_az=az_t, other_az=az_o)
+            clean_e, enroll, u_enr = self._scene(rng, t, d1, ne, avoid=u_mix, front_az=0.0,
+                                                 other_az=self._offaxis(rng))
+            _, wrong, _ = self._scene(rng, o, d2, ne, front_az=0.0, other_az=self._offaxis(rng))
+        else:
+            target, mixture, u_mix = self._scene_measured(rng, t, o, n)
+            clean_e, enroll, u_enr = self._scene_measured(rng, t, d1, ne, avoid=u_mix, enrollment=True)
+            _, wrong, _ = self._scene_measured(rng, o, d2, ne, enrollment=True)
         clean = clean_e / (np.abs(clean_e).max() + 1e-9) * 0.5
         f = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
-        return {"mixture": f(mixture), "target": f(target), "enroll": f(enroll), "enroll_clean": f(clean),
-                "enroll_wrong": f(wrong)}
+        out = {"mixture": f(mixture), "target": f(target), "enroll": f(enroll), "enroll_clean": f(clean),
+               "enroll_wrong": f(wrong)}
+        if self.teacher is not None:  # two-stage training: the target's embedding from its clean utterance
+            out["embedding_gt"] = torch.as_tensor(self.teacher(self.pool, u_enr), dtype=torch.float32)
+        return out
 
 
 class SceneData(L.LightningDataModule):
@@ -237,8 +403,10 @@ class SceneData(L.LightningDataModule):
 
     def __init__(self, root: Path, train_split: str, test_split: str, n_train: int, n_test: int,
                  batch_size: int, seed: int, scene: SceneConfig, num_workers: int = 0,
-                 max_train_speakers: int = 0, test_seed: int = 12345) -> None:
+                 max_train_speakers: int = 0, test_seed: int = 12345, rirs_root: Path | None = None,
+                 noise_root: Path | None = None, teacher=None) -> None:
         super().__init__()
+        self.rirs_root, self.noise_root, self.teacher = rirs_root, noise_root, teacher
         self.root, self.train_split, self.test_split = Path(root), train_split, test_split
         self.n_train, self.n_test, self.batch_size, self.seed = n_train, n_test, batch_size, seed
         self.scene, self.num_workers, self.max_train_speakers, self.test_seed = scene, num_workers, \
@@ -249,9 +417,18 @@ class SceneData(L.LightningDataModule):
         sr = self.scene.sample_rate
         if self.train_set is None:
             pool = load_pool(self.root, self.train_split, sr, self.max_train_speakers)
-            self.train_set = Scenes(pool, self.n_train, self.seed, self.scene)
+            self.train_set = Scenes(pool, self.n_train, self.seed, self.scene, *self._render("train"),
+                                    teacher=self.teacher)
         if self.test_set is None:
-            self.test_set = Scenes(load_pool(self.root, self.test_split, sr), self.n_test, self.test_seed, self.scene)
+            self.test_set = Scenes(load_pool(self.root, self.test_split, sr), self.n_test, self.test_seed, self.scene,
+                                   *self._render("test"), teacher=self.teacher)
+
+    def _render(self, split: str) -> tuple[MeasuredResponses | None, NoisePool | None]:
+        """Measured responses / WHAM! noise of the official split (train or test), if given."""
+        sr = self.scene.sample_rate
+        rirs = MeasuredResponses(self.rirs_root, split, sr) if self.rirs_root else None
+        noise = NoisePool(self.noise_root, split, sr) if self.noise_root else None
+        return rirs, noise
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_set, batch_size=self.batch_size, num_workers=self.num_workers,
