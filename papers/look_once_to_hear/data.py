@@ -30,7 +30,10 @@ source length, as ``scipy.signal.convolve(...)[:len(src)]`` in the official code
 enrolled speaker at the frontal response (CATT: |azimuth| <= 10 degrees, as the official
 ``enroll_azimuths_0``), and renders a WHAM! noise clip (mono mix-down) through another
 response of the same room (CATT: three azimuths with gains U(0.5, 1), renormalised to
-the clip's peak, as official ``CATTRIRSimulator``).
+the clip's peak, as official ``CATTRIRSimulator``). Those scenes follow the official
+scene specification (``generate_jams.py``): 2-3 speakers, each 15-25 dB above the
+background at -25 dB, the rendered background then scaled by U(3, 10); the target is one
+of the mixture's speakers, the enrollment is another such scene with the target in front.
 """
 
 from __future__ import annotations
@@ -278,6 +281,11 @@ class SceneConfig:
     min_separation_deg: float = 15.0
     enroll_offaxis_deg: float = 20.0
     ild_db: float = 8.0
+    # measured rendering only: the official scene specification (generate_jams.py, MixLibriSpeechNoisyEnrollNorm)
+    n_speakers: tuple[int, int] = (2, 3)  # speakers per scene (mixture and enrollment)
+    fg_snr_db: tuple[float, float] = (15.0, 25.0)  # each speaker above the background (scaper event SNR)
+    ref_db: float = -25.0  # background level (scaper ref_db)
+    noise_scale: tuple[float, float] = (3.0, 10.0)  # gain on the rendered background
 
 
 class Scenes(Dataset):
@@ -323,40 +331,42 @@ class Scenes(Dataset):
             tgt, mix = tgt / peak, mix / peak
         return tgt.astype(np.float32), mix.astype(np.float32), u
 
-    def _scene_measured(self, rng, front_spk: str, other_spk: str, length: int, avoid: int = -1,
+    def _scene_measured(self, rng, front_spk: str, others: list[str], length: int, avoid: int = -1,
                         enrollment: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
-        """Like ``_scene`` with measured responses and WHAM! (or synthetic) noise: in an
-        enrollment the first speaker is at a frontal response and the other one more than
-        ``enroll_offaxis_deg`` off-axis; in a mixture both are anywhere in the room."""
+        """One scene of the official specification (``generate_jams.py`` + ``MultiChSimulator``
+        + ``MixLibriSpeechNoisyEnrollNorm``): the first speaker plus ``others``, each at a
+        level U(``fg_snr_db``) above the mono background, which sits at ``ref_db`` (RMS here;
+        scaper measures LUFS); every source rendered through a response of one drawn room
+        (in an enrollment the first speaker at a frontal response and the others more than
+        ``enroll_offaxis_deg`` off-axis; in a mixture all anywhere); the rendered noise
+        multiplied by U(``noise_scale``); peak-normalised if it clips. Returns (the first
+        speaker's binaural signal, the scene, its utterance index)."""
         c = self.cfg
         room = self.responses.draw(rng)
         u = self._utt(rng, front_spk, avoid)
-        s = self._crop(rng, u, length)
-        s = s / _rms(s) * 10 ** (rng.uniform(-28, -18) / 20)
-        o = self._crop(rng, self._utt(rng, other_spk), length)
-        o = o / _rms(o) * _rms(s) * 10 ** (-rng.uniform(*c.sir_db) / 20)
+        srcs = [self._crop(rng, u, length)] + [self._crop(rng, self._utt(rng, o), length) for o in others]
+        mono = self.noise.crop(rng, length) if self.noise is not None else \
+            binaural_noise(rng, length, c.sample_rate).mean(axis=0)
+        mono = mono / _rms(mono) * 10 ** (c.ref_db / 20)
+        srcs = [x / _rms(x) * _rms(mono) * 10 ** (rng.uniform(*c.fg_snr_db) / 20) for x in srcs]
         if enrollment:
-            i_s = int(rng.choice(room.frontal()))
             far = room.offaxis(c.enroll_offaxis_deg)
-            i_o = int(rng.choice(far if far.size else room.anywhere()))
+            far = far if far.size else room.anywhere()
+            idx = [int(rng.choice(room.frontal()))] + [int(rng.choice(far)) for _ in others]
         else:
-            i_s, i_o = (int(k) for k in rng.choice(room.anywhere(), size=2))
-        tgt = convolve_binaural(s, room.ir[i_s])
-        oth = convolve_binaural(o, room.ir[i_o])
-        if self.noise is not None:
-            mono = self.noise.crop(rng, length)
-            if room.set == "catt":
-                picks = rng.choice(room.anywhere(), size=3, replace=False)
-                noise = sum(rng.uniform(0.5, 1.0) * convolve_binaural(mono, room.ir[k]) for k in picks)
-                noise = noise / (np.abs(noise).max() + 1e-9) * np.abs(mono).max()
-            else:
-                noise = convolve_binaural(mono, room.ir[int(rng.choice(room.anywhere()))])
+            idx = [int(rng.choice(room.anywhere())) for _ in srcs]
+        rendered = [convolve_binaural(x, room.ir[k]) for x, k in zip(srcs, idx)]
+        if room.set == "catt":  # official CATTRIRSimulator: noise from three azimuths, renormalised to its peak
+            picks = rng.choice(room.anywhere(), size=3, replace=False)
+            noise = sum(rng.uniform(0.5, 1.0) * convolve_binaural(mono, room.ir[k]) for k in picks)
+            noise = noise / (np.abs(noise).max() + 1e-9) * np.abs(mono).max()
         else:
-            noise = binaural_noise(rng, length, c.sample_rate)
-        noise = noise / _rms(noise) * _rms(tgt) * 10 ** (-rng.uniform(*c.snr_db) / 20)
-        mix = tgt + oth + noise
+            noise = convolve_binaural(mono, room.ir[int(rng.choice(room.anywhere()))])
+        noise = noise * rng.uniform(*c.noise_scale)
+        mix = sum(rendered) + noise
         peak = float(np.abs(mix).max())
-        if peak > 1.0:
+        tgt = rendered[0]
+        if peak > 1.0:  # official: normalise the scene if it clips
             tgt, mix = tgt / peak, mix / peak
         return tgt.astype(np.float32), mix.astype(np.float32), u
 
@@ -384,10 +394,17 @@ class Scenes(Dataset):
             clean_e, enroll, u_enr = self._scene(rng, t, d1, ne, avoid=u_mix, front_az=0.0,
                                                  other_az=self._offaxis(rng))
             _, wrong, _ = self._scene(rng, o, d2, ne, front_az=0.0, other_az=self._offaxis(rng))
-        else:
-            target, mixture, u_mix = self._scene_measured(rng, t, o, n)
-            clean_e, enroll, u_enr = self._scene_measured(rng, t, d1, ne, avoid=u_mix, enrollment=True)
-            _, wrong, _ = self._scene_measured(rng, o, d2, ne, enrollment=True)
+        else:  # official scene specification: 2-3 speakers per scene (the target is one of them)
+            lo, hi = self.cfg.n_speakers
+            k_mix = int(rng.integers(lo, hi + 1))
+            target, mixture, u_mix = self._scene_measured(rng, t, perm[1:k_mix], n)
+            k_enr = int(rng.integers(lo, hi + 1))
+            pick = rng.choice(len(perm) - 1, size=min(k_enr - 1, len(perm) - 1), replace=False)
+            clean_e, enroll, u_enr = self._scene_measured(rng, t, [perm[1 + int(j)] for j in pick], ne,
+                                                          avoid=u_mix, enrollment=True)
+            rest = perm[2:]  # the wrong enrollment: the interferer in front, neither it nor the target elsewhere
+            pick = rng.choice(len(rest), size=min(k_enr - 1, len(rest)), replace=False)
+            _, wrong, _ = self._scene_measured(rng, o, [rest[int(j)] for j in pick], ne, enrollment=True)
         clean = clean_e / (np.abs(clean_e).max() + 1e-9) * 0.5
         f = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
         out = {"mixture": f(mixture), "target": f(target), "enroll": f(enroll), "enroll_clean": f(clean),

@@ -397,6 +397,49 @@ def test_measured_scenes_are_deterministic_and_use_the_split(tsh_fixtures):
 
 
 @unit
+def test_measured_scenes_follow_the_official_scene_specification():
+    """2-3 speakers per scene; the enrollment puts the target first (frontal), the wrong
+    enrollment the mixture's first interferer without the target; levels: a speaker 15-25 dB
+    above the background, which is then scaled by U(3, 10) (identity responses)."""
+    from .data import ResponseGroup
+
+    class Delta:
+        def draw(self, rng):
+            ir = np.zeros((3, 2, 4), np.float32)
+            ir[:, :, 0] = 1.0
+            return ResponseGroup("cipic", "delta", ir, np.array([0.0, 45.0, 90.0]), np.zeros(3))
+
+    class Spy(Scenes):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.calls = []
+
+        def _scene_measured(self, rng, front_spk, others, length, avoid=-1, enrollment=False):
+            self.calls.append((front_spk, list(others), enrollment))
+            return super()._scene_measured(rng, front_spk, others, length, avoid, enrollment)
+
+    ds = Spy(_Pool(6), 30, seed=0, scene=SceneConfig(sample_rate=8000, clip_s=0.3, enroll_s=0.3), responses=Delta())
+    sizes = set()
+    for i in range(30):
+        ds.calls = []
+        ds[i]
+        (t, mix_others, e0), (te, enr_others, e1), (o, wrong_others, e2) = ds.calls
+        assert (e0, e1, e2) == (False, True, True)
+        sizes.add(1 + len(mix_others))
+        assert te == t and t not in enr_others and 1 <= len(enr_others) <= 2
+        assert o == mix_others[0] and t not in wrong_others and o not in wrong_others
+    assert sizes == {2, 3}
+    rng = np.random.default_rng(0)
+    snrs = []
+    for _ in range(40):  # one speaker: the residual is the scaled background (peak normalisation cancels)
+        tgt, mix, _ = Scenes._scene_measured(ds, rng, "0", [], 2400)
+        snrs.append(20 * np.log10(np.sqrt(np.mean(tgt**2)) / np.sqrt(np.mean((mix - tgt) ** 2))))
+    # 15..25 dB above the background, minus its gain U(3, 10) = 9.5..20 dB
+    assert min(snrs) >= 15 - 20 - 0.1 and max(snrs) <= 25 - 9.54 + 0.1
+    assert max(snrs) - min(snrs) > 5  # both ranges are really drawn
+
+
+@unit
 def test_sofa_reader_round_trip_and_frontal_check(tmp_path):
     h5py = pytest.importorskip("h5py", reason="SOFA files are HDF5: reading them needs h5py")
     from data_scripts.binaural_rirs import read_sofa
