@@ -440,6 +440,48 @@ def test_measured_scenes_follow_the_official_scene_specification():
 
 
 @unit
+def test_resemblyzer_teacher_adapter(monkeypatch, tmp_path):
+    """The paper's teacher adapter, against a stand-in ``resemblyzer`` module (the real one
+    is not installed here): it embeds the utterance's own file at its rate, once."""
+    import sys
+    import types
+
+    import soundfile as sf
+
+    from .experiment import ResemblyzerTeacher, make_teacher
+    from .recipe import FULL
+
+    calls = []
+
+    class Encoder:
+        def __init__(self, device=None):
+            pass
+
+        def embed_utterance(self, wav):
+            calls.append(wav.size)
+            return np.full(256, float(wav.size), np.float32)
+
+    fake = types.ModuleType("resemblyzer")
+    fake.VoiceEncoder = Encoder
+    fake.preprocess_wav = lambda wav, source_sr: wav[: source_sr // 100 * 100 // 2]  # keeps half a second per second
+    monkeypatch.setitem(sys.modules, "resemblyzer", fake)
+    sf.write(str(tmp_path / "u.flac"), np.zeros(16000, np.float32), 16000)
+    pool = _Pool(3)
+    pool.utts[0].path = tmp_path / "u.flac"
+    teacher = make_teacher(FULL)
+    assert isinstance(teacher, ResemblyzerTeacher)
+    e = teacher(pool, 0)
+    assert e.shape == (256,) and float(e[0]) == 8000.0
+    teacher(pool, 0)
+    assert calls == [8000]  # cached per utterance
+    monkeypatch.setitem(sys.modules, "resemblyzer", None)
+    from repro.errors import DataMissing
+
+    with pytest.raises(DataMissing):
+        ResemblyzerTeacher()
+
+
+@unit
 def test_sofa_reader_round_trip_and_frontal_check(tmp_path):
     h5py = pytest.importorskip("h5py", reason="SOFA files are HDF5: reading them needs h5py")
     from data_scripts.binaural_rirs import read_sofa
