@@ -287,6 +287,271 @@ def test_training_step_gradients_and_state_dict_round_trip():
             assert float(m.training_step(batch, 0)) == float(clone.training_step(batch, 0))
 
 
+# ----------------------------------------------------------------------------- measured responses, WHAM!, two stages
+
+
+def _group(set_name, az, el=None, t=40, seed=0):
+    from .data import ResponseGroup
+
+    az = np.asarray(az, np.float32)
+    el = np.zeros_like(az) if el is None else np.asarray(el, np.float32)
+    ir = np.random.default_rng(seed).standard_normal((az.size, 2, t)).astype(np.float32)
+    return ResponseGroup(set_name, "g", ir, az, el)
+
+
+@unit
+def test_convolution_equals_numpy_reference_cut_to_source_length():
+    from .data import convolve_binaural
+
+    rng = np.random.default_rng(1)
+    x, ir = rng.standard_normal(97), rng.standard_normal((2, 31))
+    y = convolve_binaural(x, ir)
+    assert y.shape == (2, 97)
+    for c in range(2):
+        np.testing.assert_allclose(y[c], np.convolve(x, ir[c])[:97], rtol=1e-4, atol=1e-4)
+    short = convolve_binaural(x[:10], ir)  # response longer than the source
+    np.testing.assert_allclose(short[1], np.convolve(x[:10], ir[1])[:10], rtol=1e-4, atol=1e-4)
+
+
+@unit
+def test_response_groups_frontal_offaxis_and_anywhere():
+    catt = _group("catt", range(-90, 95, 5))
+    assert sorted(catt.azimuth[catt.frontal()].tolist()) == [-10, -5, 0, 5, 10]  # official enroll_azimuths_0
+    assert np.all(np.abs(catt.azimuth[catt.offaxis(20.0)]) > 20)
+    ash = _group("ash", [-90, -30, 0, 30, 180])
+    assert ash.azimuth[ash.frontal()].tolist() == [0]
+    assert 0 not in ash.azimuth[ash.anywhere()].tolist()  # official ASHSimulator: non-frontal sources
+    sofa = _group("cipic", [-45, 0, 0, 45], el=[0, 45, 0, 0])
+    assert sofa.frontal().tolist() == [2]  # azimuth 0 AND elevation 0
+    assert 1 in sofa.offaxis(20.0).tolist()  # straight up-front at 45 degrees elevation is off-axis
+    assert sofa.anywhere().tolist() == [0, 1, 2, 3]
+
+
+@pytest.fixture(scope="module")
+def tsh_fixtures(tmp_path_factory):
+    import data_scripts
+
+    import os
+
+    old = os.environ.get("REPRO_DATA")
+    os.environ["REPRO_DATA"] = str(tmp_path_factory.mktemp("data"))
+    try:
+        yield {n: data_scripts.build_fixture(n, force=True) for n in ("binaural_rirs", "wham_noise")}
+    finally:
+        if old is None:
+            os.environ.pop("REPRO_DATA", None)
+        else:
+            os.environ["REPRO_DATA"] = old
+
+
+@unit
+def test_measured_responses_follow_the_official_splits_and_weights(tsh_fixtures):
+    from data_scripts.binaural_rirs import CATT_SPLITS, SET_WEIGHTS
+
+    from .data import MeasuredResponses
+
+    test = MeasuredResponses(tsh_fixtures["binaural_rirs"], "test", 8000)
+    assert {r["group"] for r in test.rows["catt"]} <= set(CATT_SPLITS["test"])
+    rng = np.random.default_rng(0)
+    drawn = [test.draw(rng) for _ in range(400)]
+    assert all(g.ir.ndim == 3 and g.ir.shape[1] == 2 for g in drawn)
+    counts = {k: sum(g.set == k for g in drawn) / len(drawn) for k in test.sets}
+    total = sum(SET_WEIGHTS[k] for k in test.sets)
+    for k in test.sets:
+        assert abs(counts[k] - SET_WEIGHTS[k] / total) < 0.08, counts
+    train = MeasuredResponses(tsh_fixtures["binaural_rirs"], "train", 8000)
+    assert not ({r["path"] for v in train.rows.values() for r in v} & {r["path"] for v in test.rows.values() for r in v})
+
+
+@unit
+def test_wham_noise_pool_crops_mono_at_the_scene_rate(tsh_fixtures):
+    from .data import NoisePool
+
+    pool = NoisePool(tsh_fixtures["wham_noise"], "test", 8000)
+    assert all("/tt/" in str(c[0]) for c in pool.clips)
+    rng = np.random.default_rng(0)
+    x = pool.crop(rng, 4000)
+    assert x.shape == (4000,) and x.dtype == np.float32 and np.std(x) > 0
+    long = pool.crop(rng, 8000 * 5)  # longer than the 2 s clips: looped
+    assert long.shape == (40000,)
+
+
+@unit
+def test_measured_scenes_are_deterministic_and_use_the_split(tsh_fixtures):
+    from .data import MeasuredResponses, NoisePool
+
+    sc = SceneConfig(sample_rate=8000, clip_s=0.5, enroll_s=0.8)
+    rirs = MeasuredResponses(tsh_fixtures["binaural_rirs"], "test", 8000)
+    noise = NoisePool(tsh_fixtures["wham_noise"], "test", 8000)
+    ds = Scenes(_Pool(4), 6, seed=3, scene=sc, responses=rirs, noise=noise)
+    a, b = ds[1], ds[1]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k])
+    assert a["mixture"].shape == a["target"].shape == (2, 4000)
+    assert a["enroll"].shape == a["enroll_clean"].shape == a["enroll_wrong"].shape == (2, 6400)
+    assert float(si_snr(a["mixture"], a["target"]).mean()) < 15.0
+    assert not torch.allclose(ds[2]["mixture"], a["mixture"])
+    # a scene without the responses is the synthetic one: the renderers really differ
+    plain = Scenes(_Pool(4), 6, seed=3, scene=sc)[1]
+    assert not torch.allclose(plain["mixture"], a["mixture"])
+
+
+@unit
+def test_measured_scenes_follow_the_official_scene_specification():
+    """2-3 speakers per scene; the enrollment puts the target first (frontal), the wrong
+    enrollment the mixture's first interferer without the target; levels: a speaker 15-25 dB
+    above the background, which is then scaled by U(3, 10) (identity responses)."""
+    from .data import ResponseGroup
+
+    class Delta:
+        def draw(self, rng):
+            ir = np.zeros((3, 2, 4), np.float32)
+            ir[:, :, 0] = 1.0
+            return ResponseGroup("cipic", "delta", ir, np.array([0.0, 45.0, 90.0]), np.zeros(3))
+
+    class Spy(Scenes):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.calls = []
+
+        def _scene_measured(self, rng, front_spk, others, length, avoid=-1, enrollment=False):
+            self.calls.append((front_spk, list(others), enrollment))
+            return super()._scene_measured(rng, front_spk, others, length, avoid, enrollment)
+
+    ds = Spy(_Pool(6), 30, seed=0, scene=SceneConfig(sample_rate=8000, clip_s=0.3, enroll_s=0.3), responses=Delta())
+    sizes = set()
+    for i in range(30):
+        ds.calls = []
+        ds[i]
+        (t, mix_others, e0), (te, enr_others, e1), (o, wrong_others, e2) = ds.calls
+        assert (e0, e1, e2) == (False, True, True)
+        sizes.add(1 + len(mix_others))
+        assert te == t and t not in enr_others and 1 <= len(enr_others) <= 2
+        assert o == mix_others[0] and t not in wrong_others and o not in wrong_others
+    assert sizes == {2, 3}
+    rng = np.random.default_rng(0)
+    snrs = []
+    for _ in range(40):  # one speaker: the residual is the scaled background (peak normalisation cancels)
+        tgt, mix, _ = Scenes._scene_measured(ds, rng, "0", [], 2400)
+        snrs.append(20 * np.log10(np.sqrt(np.mean(tgt**2)) / np.sqrt(np.mean((mix - tgt) ** 2))))
+    # 15..25 dB above the background, minus its gain U(3, 10) = 9.5..20 dB
+    assert min(snrs) >= 15 - 20 - 0.1 and max(snrs) <= 25 - 9.54 + 0.1
+    assert max(snrs) - min(snrs) > 5  # both ranges are really drawn
+
+
+@unit
+def test_resemblyzer_teacher_adapter(monkeypatch, tmp_path):
+    """The paper's teacher adapter, against a stand-in ``resemblyzer`` module (the real one
+    is not installed here): it embeds the utterance's own file at its rate, once."""
+    import sys
+    import types
+
+    import soundfile as sf
+
+    from .experiment import ResemblyzerTeacher, make_teacher
+    from .recipe import FULL
+
+    calls = []
+
+    class Encoder:
+        def __init__(self, device=None):
+            pass
+
+        def embed_utterance(self, wav):
+            calls.append(wav.size)
+            return np.full(256, float(wav.size), np.float32)
+
+    fake = types.ModuleType("resemblyzer")
+    fake.VoiceEncoder = Encoder
+    fake.preprocess_wav = lambda wav, source_sr: wav[: source_sr // 100 * 100 // 2]  # keeps half a second per second
+    monkeypatch.setitem(sys.modules, "resemblyzer", fake)
+    sf.write(str(tmp_path / "u.flac"), np.zeros(16000, np.float32), 16000)
+    pool = _Pool(3)
+    pool.utts[0].path = tmp_path / "u.flac"
+    teacher = make_teacher(FULL)
+    assert isinstance(teacher, ResemblyzerTeacher)
+    e = teacher(pool, 0)
+    assert e.shape == (256,) and float(e[0]) == 8000.0
+    teacher(pool, 0)
+    assert calls == [8000]  # cached per utterance
+    monkeypatch.setitem(sys.modules, "resemblyzer", None)
+    from repro.errors import DataMissing
+
+    with pytest.raises(DataMissing):
+        ResemblyzerTeacher()
+
+
+@unit
+def test_sofa_reader_round_trip_and_frontal_check(tmp_path):
+    h5py = pytest.importorskip("h5py", reason="SOFA files are HDF5: reading them needs h5py")
+    from data_scripts.binaural_rirs import read_sofa
+
+    ir = np.random.default_rng(0).standard_normal((3, 2, 16))
+    with h5py.File(tmp_path / "a.sofa", "w") as f:
+        f["Data.IR"] = ir
+        f["Data.SamplingRate"] = np.array([44100.0])
+        f["SourcePosition"] = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # left, front, up
+        f["SourcePosition"].attrs["Type"] = "cartesian"
+    got, sr, az, el = read_sofa(tmp_path / "a.sofa")
+    np.testing.assert_allclose(got, ir.astype(np.float32))
+    assert sr == 44100.0
+    np.testing.assert_allclose(az[:2], [90.0, 0.0], atol=1e-4)
+    np.testing.assert_allclose(el, [0.0, 0.0, 90.0], atol=1e-4)
+    with h5py.File(tmp_path / "b.sofa", "w") as f:  # fixed source, turning listener
+        f["Data.IR"] = ir
+        f["Data.SamplingRate"] = np.array([16000.0])
+        f["SourcePosition"] = np.array([[0.0, 0.0, 1.5]])
+        f["ListenerView"] = np.array([[30.0, 0.0, 1.0], [0.0, 0.0, 1.0], [-30.0, 0.0, 1.0]])
+        f["ListenerView"].attrs["Type"] = "spherical"
+    _, _, az, _ = read_sofa(tmp_path / "b.sofa")
+    np.testing.assert_allclose(az, [-30.0, 0.0, 30.0], atol=1e-4)
+
+
+@unit
+def test_wham_verify_counts_the_clips(tmp_path):
+    from data_scripts import wham_noise
+    from repro.errors import ChecksumError
+
+    for s in wham_noise.SPLITS:
+        (tmp_path / "wham_noise" / s).mkdir(parents=True)
+        (tmp_path / "wham_noise" / s / "a.wav").write_bytes(b"")
+    with pytest.raises(ChecksumError):
+        wham_noise.verify(tmp_path)  # 1/1/1 clips is not WHAM!'s 20000/5000/3000
+    (tmp_path / wham_noise.FIXTURE_MARKER).write_text("x")
+    wham_noise.verify(tmp_path)
+
+
+@unit
+def test_two_stage_modules_train_only_their_network():
+    from .experiment import EnrollStage2, SpeakerTableTeacher, TSHStage1
+    from .model import build
+    from .recipe import SMOKE
+
+    torch.manual_seed(0)
+    pool = _Pool(4)
+    teacher = SpeakerTableTeacher(SMOKE.embed_dim)
+    ds = Scenes(pool, 2, seed=0, scene=SceneConfig(sample_rate=8000, clip_s=SMOKE.clip_s, enroll_s=SMOKE.enroll_s),
+                teacher=teacher)
+    batch = {k: torch.stack([ds[0][k], ds[1][k]]) for k in ds[0]}
+    assert batch["embedding_gt"].shape == (2, SMOKE.embed_dim)
+    e = teacher(pool, 0)
+    assert np.linalg.norm(e) == pytest.approx(1.0, abs=1e-5)
+    same = [i for i, u in enumerate(pool.utts) if u.speaker == pool.utts[0].speaker and i != 0]
+    np.testing.assert_array_equal(teacher(pool, same[0]), e)  # one vector per speaker
+    model = build(SMOKE)
+    s1 = TSHStage1(SMOKE, model)
+    s1.training_step(batch, 0).backward()
+    assert all(p.grad is not None for p in model.tsh.parameters())
+    assert all(p.grad is None for p in model.enroll.parameters())
+    model.zero_grad(set_to_none=True)
+    s2 = EnrollStage2(SMOKE, model)
+    s2.training_step(batch, 0).backward()
+    assert all(p.grad is not None for p in model.enroll.parameters())
+    assert all(p.grad is None and not p.requires_grad for p in model.tsh.parameters())
+    assert {id(p) for g in s2.configure_optimizers().param_groups for p in g["params"]} == \
+        {id(p) for p in model.enroll.parameters()}
+
+
 @pytest.mark.cpu_claim
 @pytest.mark.slow
 def test_cpu_profile_judges_its_claims(tmp_path):
