@@ -15,9 +15,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from repro.blocks.seq2seq import pad_right, shift_right
+from repro.bpe import BOS_ID as BOS
+from repro.bpe import EOS_ID as EOS
+from repro.bpe import PAD_ID as PAD
+from repro.bpe import UNK_ID as UNK
 from repro.training import TokenBatchSampler
 
-PAD, UNK, BOS, EOS = 0, 1, 2, 3
+__all__ = ["PAD", "UNK", "BOS", "EOS", "pad_batch", "decoder_input", "read_lines", "load_corpus", "joint_bpe_model",
+           "collate", "PairData"]
 
 
 def pad_batch(seqs: list[list[int]]) -> torch.Tensor:
