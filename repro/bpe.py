@@ -180,7 +180,7 @@ def load_or_train(corpus: Sequence[Path | str], cache_dir: Path | str, settings:
         train_bpe(corpus, prefix, settings)
         meta = {"settings": dataclasses.asdict(settings), "corpus": [str(p) for p in corpus], "key": key,
                 "version": SETTINGS_VERSION}
-        tmp = Path(str(prefix) + ".json.tmp")
+        tmp = Path(f"{prefix}.json.tmp{os.getpid()}")  # per process: parallel units may train the same model
         tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
         os.replace(tmp, str(prefix) + ".json")
     return BPEModel(model)
