@@ -26,8 +26,8 @@ from torch import nn
 
 from repro.blocks.seq2seq import TransformerSeq2Seq
 from repro.blocks.transformer import sinusoidal_positions
-
-PAD, BOS = 0, 1
+from repro.bpe import BOS_ID as BOS
+from repro.bpe import PAD_ID as PAD
 
 
 class TorchTransformerNMT(nn.Module):

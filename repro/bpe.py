@@ -29,6 +29,10 @@ from typing import Iterable, Sequence
 
 SETTINGS_VERSION = 1  # bump when the meaning of a setting changes (invalidates caches)
 
+# The family's special ids, defined here once: ``BPESettings`` defaults to them, and
+# ``repro.nmt`` and the NMT recipes import them instead of writing their own copies.
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
 
 @dataclass(frozen=True)
 class BPESettings:
@@ -46,10 +50,10 @@ class BPESettings:
     max_sentence_length: int = 4192  # bytes; longer lines are skipped by the trainer
     input_sentence_size: int = 0  # 0: train on every line; N: a random sample of N lines
     seed_sentencepiece_size: int = 1_000_000
-    pad_id: int = 0
-    unk_id: int = 1
-    bos_id: int = 2
-    eos_id: int = 3
+    pad_id: int = PAD_ID
+    unk_id: int = UNK_ID
+    bos_id: int = BOS_ID
+    eos_id: int = EOS_ID
     normalization_rule_name: str = "identity"  # keep the (already tokenised) text as it is
 
     def __post_init__(self) -> None:
@@ -176,7 +180,7 @@ def load_or_train(corpus: Sequence[Path | str], cache_dir: Path | str, settings:
         train_bpe(corpus, prefix, settings)
         meta = {"settings": dataclasses.asdict(settings), "corpus": [str(p) for p in corpus], "key": key,
                 "version": SETTINGS_VERSION}
-        tmp = Path(str(prefix) + ".json.tmp")
+        tmp = Path(f"{prefix}.json.tmp{os.getpid()}")  # per process: parallel units may train the same model
         tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
         os.replace(tmp, str(prefix) + ".json")
     return BPEModel(model)
@@ -199,5 +203,5 @@ def encode_file(model: BPEModel, lines: Iterable[str], *, add_eos: bool = True) 
     return [model.encode(ln.rstrip("\n"), add_eos=add_eos) for ln in lines]
 
 
-__all__ = ["BPESettings", "BPEModel", "train_bpe", "load_or_train", "joint_bpe", "separate_bpe", "cache_key",
+__all__ = ["PAD_ID", "UNK_ID", "BOS_ID", "EOS_ID", "BPESettings", "BPEModel", "train_bpe", "load_or_train", "joint_bpe", "separate_bpe", "cache_key",
            "encode_file"]

@@ -1,7 +1,7 @@
 """A small NMT pipeline on the shared blocks (used by ``rela_sparse_attention`` and ``headmask_nmt``).
 
-Two tasks produce the same batches (``src``, ``tgt`` right-padded; ids 0 <pad>, 1 <s>,
-2 </s>, 3 <unk>):
+Two tasks produce the same batches (``src``, ``tgt`` right-padded; the special ids are
+``repro.bpe``'s, the one definition of the family: 0 <pad>, 1 <unk>, 2 <s>, 3 </s>):
 
 * ``toy``: a generated translation language whose gold word alignment is known. A
   source sentence is a sequence of words drawn from ``n_words``; its translation maps
@@ -10,24 +10,21 @@ Two tasks produce the same batches (``src``, ``tgt`` right-padded; ids 0 <pad>, 
   aligned to source word ``swap(j)``. Words are written ``w<id>`` for BLEU.
 * ``corpus``: a parallel text in a ``data_scripts`` layout (``<split>.<lang>`` files, one
   sentence per line), segmented by a joint sentencepiece BPE model trained on the
-  training split (kept in memory); BLEU is computed on the detokenized output against the
-  raw reference lines.
+  training split with ``repro.bpe`` (cached under ``<data_dir>/bpe/``, keyed by its
+  settings and the corpus contents); BLEU is computed on the detokenized output against
+  the raw reference lines.
 
 ``NMTModule`` is a ``TransformerSeq2Seq`` trained with label-smoothed cross-entropy, Adam
 and the inverse-square-root schedule of Vaswani et al. (2017, Sec. 5.3); its test loop
 decodes (greedy or beam) and logs sacreBLEU and teacher-forced token accuracy. Papers
 change it through two hooks: ``configure_attention(net)`` (swap the attention of each
 layer) and ``train_head_mask(batch)`` (gate heads during a training step).
-
-Its ``corpus`` task trains its sentencepiece model in memory; ``repro.bpe`` (cached models
-keyed by settings and corpus hash) is the family's shared BPE for full-scale data.
 """
 
 from __future__ import annotations
 
-import io
 import math
-import random
+import os
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +35,14 @@ from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
 from repro.blocks.seq2seq import TransformerSeq2Seq, shift_right
+from repro.bpe import BOS_ID as BOS
+from repro.bpe import EOS_ID as EOS
+from repro.bpe import PAD_ID as PAD
+from repro.bpe import UNK_ID as UNK
 from repro.metrics.text import corpus_bleu
 from repro.training import SeededRandomSampler, TokenBatchSampler
 
-PAD, BOS, EOS, UNK = 0, 1, 2, 3
-FIRST_WORD = 4
+FIRST_WORD = max(PAD, UNK, BOS, EOS) + 1  # the toy task's first word id
 
 
 # --------------------------------------------------------------------------- toy task
@@ -93,20 +93,31 @@ def read_lines(path: Path, limit: int = 0) -> list[str]:
     return out
 
 
-def train_bpe(lines: list[str], vocab_size: int, seed: int = 0):
-    """A joint BPE sentencepiece model trained on ``lines`` (kept in memory); ids follow
-    this module's specials. ``hard_vocab_limit=False`` lets tiny fixtures ask for more
-    pieces than they hold."""
-    import sentencepiece as spm
+def first_lines(path: Path, n: int, out_dir: Path) -> Path:
+    """``path`` itself, or (``n > 0``) a copy of its first ``n`` lines under ``out_dir``
+    (written once, atomically), so that a BPE model learned with ``max_train_pairs`` sees
+    exactly the training lines the recipe uses."""
+    if n <= 0:
+        return path
+    out = out_dir / f"{path.name}.first{n}"
+    if not out.is_file():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+        tmp.write_text("".join(ln + "\n" for ln in read_lines(path, n)), encoding="utf-8")
+        os.replace(tmp, out)
+    return out
 
-    buf = io.BytesIO()
-    rng = random.Random(seed)
-    sample = lines if len(lines) <= 2_000_000 else rng.sample(lines, 2_000_000)
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(sample), model_writer=buf, vocab_size=vocab_size, model_type="bpe",
-        character_coverage=1.0, pad_id=PAD, bos_id=BOS, eos_id=EOS, unk_id=UNK, hard_vocab_limit=False,
-        minloglevel=2, num_threads=1)
-    return spm.SentencePieceProcessor(model_proto=buf.getvalue())
+
+def corpus_bpe(cfg, root: Path):
+    """The joint BPE model (``repro.bpe.joint_bpe``, ids ``PAD``/``UNK``/``BOS``/``EOS``)
+    of the training split, cached under ``<root>/bpe/``. ``bpe_vocab`` is an upper bound
+    (``hard_vocab_limit=False``: tiny fixtures may hold fewer pieces); ``bpe_sentences``
+    lines at most are sampled to learn it (0 = all)."""
+    from repro.bpe import BPESettings, joint_bpe
+
+    cache = root / "bpe"
+    src, tgt = (first_lines(root / f"train.{lang}", cfg.max_train_pairs, cache) for lang in (cfg.src_lang, cfg.tgt_lang))
+    return joint_bpe(src, tgt, cache, BPESettings(vocab_size=cfg.bpe_vocab, input_sentence_size=cfg.bpe_sentences))
 
 
 class _Pairs(Dataset):
@@ -192,9 +203,9 @@ class NMTData(L.LightningDataModule):
         s, t = c.src_lang, c.tgt_lang
         train_src = read_lines(root / f"train.{s}", c.max_train_pairs)
         train_tgt = read_lines(root / f"train.{t}", c.max_train_pairs)
-        self.sp = train_bpe(train_src + train_tgt, c.bpe_vocab, seed=c.data_seed)
-        self.vocab_size = self.sp.get_piece_size()
-        enc = lambda lines: [ids + [EOS] for ids in self.sp.encode(lines)]  # noqa: E731
+        self.sp = corpus_bpe(c, root)
+        self.vocab_size = self.sp.vocab_size
+        enc = lambda lines: self.sp.encode(lines, add_eos=True)  # noqa: E731
         xs, ys = enc(train_src), enc(train_tgt)
         keep = [i for i in range(len(xs)) if 1 < len(xs[i]) <= c.max_sent_len and 1 < len(ys[i]) <= c.max_sent_len]
         self.splits["train"] = _Pairs([xs[i] for i in keep], [ys[i] for i in keep])
@@ -215,7 +226,7 @@ class NMTData(L.LightningDataModule):
             ids = ids[: ids.index(EOS)]
         if self.cfg.task == "toy":
             return toy_words(ids)
-        return self.sp.decode([i for i in ids if i > UNK])
+        return self.sp.decode(ids)
 
     # ------------------------------------------------------------------ loaders
     def train_dataloader(self):

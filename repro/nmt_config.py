@@ -19,11 +19,12 @@ class NMTConfig(TrainConfig):
     val_size: int = 300
     importance_size: int = 500  # held-out pairs for head-importance scores (never the test set)
     test_size: int = 1_000
-    data_seed: int = 29  # the toy language (lexicon) and the BPE sampling seed
+    data_seed: int = 29  # the toy language (lexicon)
     # corpus task
     src_lang: str = "ro"
     tgt_lang: str = "en"
-    bpe_vocab: int = 32_000
+    bpe_vocab: int = 32_000  # joint sentencepiece BPE (repro.bpe), an upper bound
+    bpe_sentences: int = 2_000_000  # training lines sampled to learn BPE (0 = all)
     max_sent_len: int = 256  # training pairs longer than this (BPE pieces + </s>) are dropped
     max_train_pairs: int = 0  # >0: only the first n training lines (quick checks)
     max_eval_sents: int = 0  # >0: only the first n dev/test sentences

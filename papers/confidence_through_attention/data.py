@@ -30,9 +30,13 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader
 
 from repro.blocks.seq2seq import pad_right, shift_right
+from repro.bpe import BOS_ID as BOS
+from repro.bpe import EOS_ID as EOS
+from repro.bpe import PAD_ID as PAD
+from repro.bpe import UNK_ID as UNK
 from repro.training import SeededRandomSampler
 
-PAD, UNK, BOS, EOS, FIRST_SYMBOL = 0, 1, 2, 3, 4
+FIRST_SYMBOL = max(PAD, UNK, BOS, EOS) + 1  # 4: the reversal task's first symbol
 CORRUPTIONS = ("drop", "repeat", "swap")
 
 

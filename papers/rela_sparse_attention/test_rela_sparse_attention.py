@@ -220,6 +220,36 @@ def test_corpus_pipeline_on_the_fixture(tmp_path, monkeypatch):
 
 
 @unit
+def test_corpus_bpe_is_repro_bpe_cached_with_its_special_ids(tmp_path, monkeypatch):
+    monkeypatch.setenv("REPRO_DATA", str(tmp_path))
+    import data_scripts
+    import repro.bpe
+    from papers.rela_sparse_attention.recipe import SMOKE
+
+    root = data_scripts.build_fixture("wmt16_ro_en")
+    cfg = dataclasses.replace(SMOKE, data_dir=str(root))
+    dm = NMTData(cfg, seed=0)
+    dm.setup()
+    sp = dm.sp
+    assert isinstance(sp, repro.bpe.BPEModel) and sp.path.parent == root / "bpe"
+    # one source of truth: the model's ids are repro.bpe's constants, which repro.nmt re-exports
+    assert (sp.pad_id, sp.unk_id, sp.bos_id, sp.eos_id) == (PAD, repro.bpe.UNK_ID, BOS, EOS)
+    assert (PAD, repro.bpe.UNK_ID, BOS, EOS) == (0, 1, 2, 3)
+    assert all(x[-1] == EOS and EOS not in x[:-1] for x in dm.splits["train"].src)
+    # cached: a second datamodule loads the same file instead of training again
+    stamp = sp.path.stat().st_mtime_ns
+    dm2 = NMTData(cfg, seed=1)
+    dm2.setup()
+    assert dm2.sp.path == sp.path and sp.path.stat().st_mtime_ns == stamp
+    # max_train_pairs: the model is learned on exactly the first n training lines
+    dm3 = NMTData(dataclasses.replace(cfg, max_train_pairs=50), seed=0)
+    dm3.setup()
+    assert dm3.sp.path != sp.path and len(dm3.splits["train"]) <= 50
+    head = (root / "bpe" / f"train.{cfg.src_lang}.first50").read_text(encoding="utf-8").splitlines()
+    assert head == (root / f"train.{cfg.src_lang}").read_text(encoding="utf-8").splitlines()[:50]
+
+
+@unit
 def test_recipe_is_consistent():
     import sys
 

@@ -6,7 +6,8 @@ is the same symbols in ascending order followed by <eos>. Sorting is one of the 
 toy tasks suggested for this paper in the catalogue notes ("sorting or copy"); it
 needs the decoder to look at the source (cross-attention), like translation.
 
-Token ids: 0 <pad>, 1 <bos>, 2 <eos>, symbols 3 .. 3 + n_symbols - 1. Batches are
+Token ids: ``repro.bpe``'s specials (0 <pad>, 1 <unk> unused, 2 <bos>, 3 <eos>), symbols
+4 .. 4 + n_symbols - 1. Batches are
 right-padded, as ``repro.blocks.seq2seq.TransformerSeq2Seq`` expects. Every split is
 drawn once from its own seeded generator, so the splits never share draws.
 """
@@ -18,9 +19,14 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
 from repro.blocks.seq2seq import shift_right
+from repro.bpe import BOS_ID as BOS
+from repro.bpe import EOS_ID as EOS
+from repro.bpe import PAD_ID as PAD
+from repro.bpe import UNK_ID as UNK
 from repro.training import SeededRandomSampler
 
-PAD, BOS, EOS, FIRST_SYMBOL = 0, 1, 2, 3
+# the family's special ids (repro.bpe: pad/unk/bos/eos = 0/1/2/3); <unk> never occurs here
+FIRST_SYMBOL = max(PAD, UNK, BOS, EOS) + 1
 
 
 def vocab_size(n_symbols: int) -> int:

@@ -105,3 +105,124 @@ def test_signature_in_the_protocol_is_sacrebleus():
 
     sig = corpus_bleu(["a b c"], ["a b c"]).signature
     assert sig in FULL_CLAIMS[0].protocol
+
+
+# ---------------------------------------------------------------------------- ensembles (cpu analogue)
+def _tiny_net(seed: int, vocab: int = 11):
+    from repro.blocks.seq2seq import TransformerSeq2Seq
+
+    torch.manual_seed(seed)
+    return TransformerSeq2Seq(vocab, vocab, dim=16, heads=2, encoder_layers=1, decoder_layers=2, ffn_dim=24,
+                              dropout=0.0, norm_first=True, share_embeddings=True, pad_id=PAD,
+                              max_positions=32).eval()
+
+
+def _awkward_src():
+    return pad_batch([[4, 5, 6, 7, 8], [9], [10, 4, 4]])  # lengths 6 / 2 / 4 with </s>, padded
+
+
+def test_ensemble_of_one_is_the_model_itself():
+    from papers.sydney_wmt19.model import ensemble_generate
+
+    net, src = _tiny_net(0), _awkward_src()
+    for beam in (1, 3):
+        ours = ensemble_generate([net], src, bos=2, eos=EOS, beam_size=beam, alpha=1.0, penalty="power",
+                                 max_len_a=1.0, max_len_b=3)
+        ref = net.generate(src, bos=2, eos=EOS, beam_size=beam, alpha=1.0, penalty="power", max_len_a=1.0,
+                           max_len_b=3)
+        assert [[h.tokens for h in hs] for hs in ours] == [[h.tokens for h in hs] for hs in ref]
+        assert [hs[0].score for hs in ours] == pytest.approx([hs[0].score for hs in ref], abs=1e-5)
+    twice = ensemble_generate([net, net], src, bos=2, eos=EOS, beam_size=3, max_len_a=1.0, max_len_b=3)
+    assert [h[0].tokens for h in twice] == [h[0].tokens for h in ensemble_generate([net], src, bos=2, eos=EOS,
+                                                                                    beam_size=3, max_len_a=1.0,
+                                                                                    max_len_b=3)]
+
+
+def test_ensemble_greedy_decoding_matches_a_naive_average_of_probabilities():
+    """Reference without incremental state: at every step, run each member on the whole
+    prefix, average the members' probabilities, take the argmax."""
+    from papers.sydney_wmt19.model import ensemble_generate
+
+    nets, src = [_tiny_net(1), _tiny_net(2), _tiny_net(3)], _awkward_src()
+    steps = 5
+    ours = ensemble_generate(nets, src, bos=2, eos=EOS, beam_size=1, max_len_a=0.0, max_len_b=steps)
+    for b in range(src.shape[0]):
+        one = src[b:b + 1, : int((src[b] != PAD).sum())]
+        prefix, score = [2], 0.0
+        for _ in range(steps):
+            with torch.no_grad():
+                probs = torch.stack([torch.softmax(n(one, torch.tensor([prefix]))[0, -1], -1) for n in nets]).mean(0)
+            tok = int(probs.argmax())
+            score += float(torch.log(probs[tok]))
+            prefix.append(tok)
+            if tok == EOS:
+                break
+        got = ours[b][0].tokens
+        assert got == prefix[1:][: len(got)] and (got[-1] == EOS or len(got) == steps)
+        assert len(got) == len(prefix) - 1
+
+
+def test_greedy_ensemble_selection_by_hand():
+    from papers.sydney_wmt19.model import greedy_ensemble
+
+    table = {(0,): 10.0, (1,): 12.0, (2,): 11.0, (0, 1): 12.5, (1, 2): 13.0, (0, 1, 2): 12.9}
+    calls = []
+
+    def score(idx):
+        calls.append(tuple(idx))
+        return table[tuple(sorted(idx))]
+
+    chosen, best, singles = greedy_ensemble(3, score)
+    assert chosen == [1, 2] and best == 13.0 and singles == [10.0, 12.0, 11.0]  # 0+1+2 (12.9) does not improve
+    assert (1, 2, 0) in calls  # the third model was tried
+    # no addition helps: the best single model alone; ties go to the lower index
+    chosen, best, _ = greedy_ensemble(3, lambda idx: 5.0 if len(idx) == 1 else 4.0)
+    assert chosen == [0] and best == 5.0
+    with pytest.raises(ValueError):
+        greedy_ensemble(0, score)
+
+
+def test_cpu_corpus_splits_by_name_and_is_deterministic():
+    from papers.sydney_wmt19.data import CPU_TEMPLATES, cpu_corpus, pycountry_fi_en_names
+
+    pytest.importorskip("pycountry")
+    names = pycountry_fi_en_names()
+    assert len(names) > 600 and {k for k, _, _ in names} == set(CPU_TEMPLATES)
+    c = cpu_corpus(0.15, 0.15, 21)
+    assert c == cpu_corpus(0.15, 0.15, 21)
+    assert len(c["train"]) + len(c["dev"]) + len(c["test"]) == 2 * len(names)
+
+    def en_names(pairs):  # strip the English templates back to the name
+        out = set()
+        for _, en in pairs:
+            for kind in CPU_TEMPLATES.values():
+                for _, t in kind:
+                    pre, post = t.split("{}")
+                    if en.startswith(pre) and en.endswith(post):
+                        out.add(en[len(pre): len(en) - len(post)])
+        return out
+
+    train, test = en_names(c["train"]), en_names(c["test"])
+    assert len(test) > 100 and not (test & train)  # every test name is unseen in training
+
+
+def test_cpu_profile_is_an_ensemble_analogue_with_expectations():
+    from papers.sydney_wmt19.recipe import PROFILES
+
+    cpu = PROFILES["cpu"]
+    assert cpu.seeds >= 3 and cpu.config.ensemble_size == 3 and cpu.config.corpus == "pycountry"
+    for claim in cpu.claims:
+        assert claim.kind == "expectation" and claim.bound and "expectation stated before running" in claim.source
+    assert PROFILES["smoke"].config.ensemble_size > 1  # smoke logs the claimed gap metrics
+
+
+def test_plot_draws_the_ensemble_figure(tmp_path):
+    pytest.importorskip("matplotlib")
+    from papers.sydney_wmt19.recipe import plot
+
+    per_seed = {"member0/test/bleu": [20.0, 21.0], "member1/test/bleu": [22.0, 19.0],
+                "single/test/bleu_mean": [21.0, 20.0], "single/test/bleu_best_dev": [22.0, 21.0],
+                "ensemble/test/bleu": [23.0, 22.5], "greedy/test/bleu": [23.0, 21.0]}
+    plot(per_seed, tmp_path)
+    assert (tmp_path / "ensemble_bleu.png").stat().st_size > 1000
+    plot({"test/bleu": [1.0]}, tmp_path / "none")  # full/smoke without ensemble metrics: nothing drawn
