@@ -232,6 +232,9 @@ def run(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library logs."),
 ) -> int:
     """Train/measure a paper's profile, judge its claims, write the ledger."""
+    from . import envinfo
+
+    git = envinfo.git_state()  # the code this run imports: taken before the (slow) imports below
     from . import registry
     from .tracking import MODES
 
@@ -260,6 +263,7 @@ def run(
         profile=profile, seeds=seeds, base_seed=seed, overrides=tuple(set_), resume=resume, run_id=run_id,
         wandb=wandb, runs_root=runs_dir, arms=tuple(arm), trainer=topts, argv=("repro", *sys.argv[1:]),
         echo=lambda s: console.print(f"[dim]{escape(s)}[/dim]"), jobs=jobs, threads=threads, only_unit=unit,
+        git=git,
     )
     console.print(f"[bold]repro run {recipe.slug}[/bold] --profile {profile}")
     result = runner.execute(recipe, opts)

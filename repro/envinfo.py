@@ -75,5 +75,7 @@ def _torch_importable() -> bool:
         return False
 
 
-def collect() -> dict:
-    return {"git": git_state(), "packages": versions(), "hardware": hardware()}
+def collect(git: dict | None = None) -> dict:
+    """``git``: the state taken when the command started (``repro run`` takes it before its
+    imports, so an edit made while a run starts up does not mark the run dirty)."""
+    return {"git": git if git is not None else git_state(), "packages": versions(), "hardware": hardware()}

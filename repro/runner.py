@@ -55,6 +55,7 @@ class RunOptions:
     jobs: int | None = None  # units run at once (worker processes); None: the profile's `jobs`
     threads: int | None = None  # torch threads per worker (default: CPU count // jobs)
     only_unit: str | None = None  # worker mode: run this one unit of a resumed run, then stop
+    git: dict | None = None  # git state when the command started (default: taken when the run starts)
 
 
 @dataclass
@@ -295,7 +296,7 @@ def execute(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
     if opts.only_unit is None:  # a worker leaves the run's state to the process that started it
         ledger.atomic_write_json(rdir / "run.json", run_state)
 
-    env = envinfo.collect()
+    env = envinfo.collect(git=opts.git)
     cfg_dict = cfgmod.to_dict(cfg)
     tracker = Tracker(
         opts.wandb, rdir, name=f"{recipe.slug}-{profile.name}-{run_id}", group=recipe.slug,

@@ -143,3 +143,10 @@ def test_run_of_some_arms_needs_only_their_datasets(tmp_path, monkeypatch):
     asked.clear()
     runner.attach_data(profile, T.ToyConfig(), ["a", "b"])
     assert asked == ["first", "second"]
+
+
+def test_run_records_the_git_state_taken_when_the_command_started(tmp_path):
+    started = {"commit": "0" * 40, "dirty": False}
+    res = _run(T.make_recipe(), tmp_path, git=started)
+    assert res["environment"]["git"] == started
+    assert _run(T.make_recipe(), tmp_path)["environment"]["git"].keys() == {"commit", "dirty"}
