@@ -177,7 +177,6 @@ def prepare(root: Path) -> None:
     import numpy as np
     import soundfile as sf
 
-    from .common import extract_folder
 
     for z, d, top in ((ASH_ZIP, ASH_DIR, "ASH-Listening-Set-8.0"), (CATT_ZIP, CATT_DIR, "CATT_RIRs")):
         if not (root / d).is_dir():

@@ -28,7 +28,7 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-from data_scripts.common import DatasetInfo, RemoteFile, download as fetch, safe_extract
+from data_scripts.common import DatasetInfo, RemoteFile, download as fetch
 from repro.errors import ChecksumError, DataMissing
 
 LANGS = ("ro", "en")

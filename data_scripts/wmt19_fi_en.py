@@ -233,7 +233,7 @@ def fixture_pairs(seed: int = 19) -> list[tuple[str, str]]:
 def _sgm(setid: str, lang: str, segs: list[str]) -> bytes:
     import html
 
-    body = [f'<srcset setid="{setid}" srclang="any">', f'<doc sysid="ref" docid="fixture" origlang="fi">']
+    body = [f'<srcset setid="{setid}" srclang="any">', '<doc sysid="ref" docid="fixture" origlang="fi">']
     body += [f'<p><seg id="{i + 1}">{html.escape(s, quote=False)}</seg></p>' for i, s in enumerate(segs)]
     body += ["</doc>", "</srcset>"]
     return ("\n".join(body) + "\n").encode("utf-8")

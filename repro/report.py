@@ -145,7 +145,7 @@ def _width(r: dict[str, Any]) -> float:
 
 def render_html(results, figures: list[Path] | None = None) -> str:
     png = base64.b64encode(forest_plot_png(results)).decode()
-    body = [f"<h1>repro: verdicts of the latest runs</h1>",
+    body = ["<h1>repro: verdicts of the latest runs</h1>",
             f'<img alt="measured vs reported per claim" src="data:image/png;base64,{png}"/>',
             "<table><tr><th>paper</th><th>profile</th><th>claim</th><th>source</th><th>paper / expected</th>"
             "<th>measured</th><th>verdict</th><th>run</th></tr>"]

@@ -5,7 +5,6 @@ gradient, and the state dict round-trips."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest

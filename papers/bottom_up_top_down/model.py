@@ -27,12 +27,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from repro.blocks.caption_scenes import SmallCNN
 from repro.blocks.captioning import (
-    EOS, PAD, AdditiveAttention, CaptionModule, Vocab, beam_search, masked_mean,
+    PAD, AdditiveAttention, CaptionModule, Vocab, masked_mean,
 )
 
 

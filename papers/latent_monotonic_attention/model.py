@@ -45,7 +45,6 @@ import itertools
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from repro.blocks.attention import naive_attention

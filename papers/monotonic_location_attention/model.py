@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 from repro.blocks.attention import naive_attention, sdpa_attention
 
-from .data import EOS, PAD, SOS, VOCAB_SIZE
+from .data import PAD, SOS, VOCAB_SIZE
 
 ATTENTIONS = ("content", "relative", "bi_relative", "onestep", "mono")
 

@@ -12,7 +12,7 @@ claims written before the first run (README).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 from repro.recipe import Claim, Paper, Profile, Recipe, Tolerance, TrainConfig

@@ -285,7 +285,6 @@ def global_minimiser_choice(X: Tensor, y: Tensor, selected: list[int], lam: floa
     problem is 1-sparse and F = 1/2||r||^2 - 1/2 (x_j^T r)^2 / (||P x_j||^2 + lam), where r is
     the least-squares residual on the selected columns and P projects them out. (A
     diagnostic of the theory; the trained attention is what the claim checks.)"""
-    d = X.shape[1]
     if selected:
         Xs = X[:, selected]
         Q, _ = torch.linalg.qr(Xs)
