@@ -121,6 +121,30 @@ def masks_figure(shown: dict, root: Path, path: Path, title: str, n_cols: int = 
     plt.close(fig)
 
 
+def submissions(net, cfg, ctx) -> dict[str, float]:
+    """For each server-scored set in ``cfg.submit`` (YouTube-VOS 2019, MOSE): predict its
+    validation split with the trained network, write the archive its server takes into
+    ``<run>/submissions/`` and record the upload instruction there (``UPLOAD.md``) and in
+    the log. Returns the number of masks in each archive (no score: only the server has
+    the ground truth)."""
+    from .submission import make_submission
+
+    out = {}
+    sub_dir = Path(ctx.run_dir) / "submissions"
+    tag = "-".join(x for x in (ctx.arm, f"seed{ctx.seed}") if x)
+    for name in cfg.submit:
+        if name not in ctx.data:
+            raise RuntimeError(f"cfg.submit names {name!r} but the profile does not list that dataset")
+        archive, count, how = make_submission(net.cpu() if ctx.device.type == "cpu" else net, Path(ctx.data[name]),
+                                              name, sub_dir / f"{name}-{tag}.zip", cfg, size=cfg.eval_size)
+        sub_dir.mkdir(parents=True, exist_ok=True)
+        with open(sub_dir / "UPLOAD.md", "a") as fh:
+            fh.write(f"- {how} ({count} masks)\n")
+        ctx.echo(f"[cutie_vos] {how} ({count} masks)")
+        out[f"{name}/submitted_masks"] = float(count)
+    return out
+
+
 def measure(cfg, ctx) -> dict[str, float]:
     root = data_root(cfg, ctx)
     torch.manual_seed(ctx.seed)
@@ -152,6 +176,7 @@ def measure(cfg, ctx) -> dict[str, float]:
                      "top: ground truth, bottom: prediction; M = memory frame")
     metrics = fit.get("metrics", {}) if isinstance(fit, dict) else {}
     out = {"jf": res.jf, "j": res.j, "f": res.f, "copy_first_jf": base.jf, "fps": fps, "train_seconds": train_s}
+    out.update(submissions(net, cfg, ctx))
     for key in ("train/loss", "test/clip_loss"):
         if key in metrics:
             out[key] = float(metrics[key])

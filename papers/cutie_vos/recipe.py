@@ -43,6 +43,10 @@ class Config(TrainConfig):
     max_mem_frames: int = 5
     top_k: int = 30
     eval_split: str = "val"
+    eval_size: int = 480  # server-scored sets: shorter side resized to this if larger (official size: 480)
+    # server-scored validation sets to predict and pack for upload (data script names; each must
+    # be in the profile's datasets): "youtube_vos2019", "mose"
+    submit: tuple[str, ...] = ()
     # data: "davis" reads cfg.data_dir (DAVIS layout); "synthetic" renders the CPU analogue's videos
     source: str = "davis"
     synth_train_videos: int = 24
@@ -65,7 +69,7 @@ PAPER = Paper(
 )
 
 SMALL = Config(max_steps=125_000, batch_size=16, lr=1e-4, gradient_clip_val=3.0, max_epochs=-1,
-               checkpoint_every_n_epochs=1)
+               checkpoint_every_n_epochs=1, submit=("youtube_vos2019", "mose"))
 BASE = replace(SMALL, encoder="resnet50")
 
 # The CPU analogue: a tiny Cutie (random-init conv encoder, 2 object-transformer blocks,
@@ -76,13 +80,14 @@ CPU = replace(
     num_queries=8, num_blocks=2, num_heads=4, ff_dim=96, up_dims=(48, 24, 12),
     seq_length=4, num_ref_frames=3, max_skip=3, num_objects=1, crop=0, train_clips=600,
     batch_size=4, max_steps=150, max_epochs=1, lr=1e-3, checkpoint_every_n_epochs=0,
-    source="synthetic",
+    source="synthetic", submit=(),
 )
 
 SMOKE = replace(
     CPU, width=8, pixel_dim=16, key_dim=8, value_dim=16, sensory_dim=8, embed_dim=16, num_queries=4,
     num_blocks=1, num_heads=2, ff_dim=32, up_dims=(16, 8, 8), seq_length=3, num_objects=2, train_clips=4,
     batch_size=2, max_steps=2, max_epochs=1, source="davis", mem_every=2, max_mem_frames=3, top_k=8,
+    submit=("youtube_vos2019", "mose"),
 )
 
 ARMS = {"cutie": {"num_blocks": 2}, "pixel_only": {"num_blocks": 0}}
@@ -134,9 +139,11 @@ PROFILES = {
     "full": Profile(
         "full", SMALL,
         "Cutie-small main training on DAVIS 2017 train (the paper adds YouTube-VOS 2019 and static-image "
-        "pre-training; README), evaluated on DAVIS 2017 val at 480p with the official memory schedule. No "
-        "claims: the paper's table numbers could not be confirmed against the paper text (README).",
-        datasets=("davis2017",), seeds=1, gpu_hours=40.0,
+        "pre-training; README), evaluated on DAVIS 2017 val at 480p with the official memory schedule; "
+        "YouTube-VOS 2019 val and MOSE val predicted and packed for their servers (<run>/submissions/, "
+        "upload instruction in UPLOAD.md). No claims: the paper's table numbers could not be confirmed "
+        "against the paper text (README).",
+        datasets=("davis2017", "youtube_vos2019", "mose"), seeds=1, gpu_hours=40.0,
     ),
     "cpu": Profile(
         "cpu", CPU,
@@ -149,8 +156,9 @@ PROFILES = {
         claims=CPU_CLAIMS, seeds=3, arms=ARMS, budget_minutes=10.0, slow=True,
     ),
     "smoke": Profile(
-        "smoke", SMOKE, "Wiring only: 2 training steps of a tiny Cutie on the DAVIS fixture, J&F on its 2 val videos.",
-        datasets=("davis2017",), use_fixtures=True, arms={"cutie": {"num_blocks": 1}, "pixel_only": {"num_blocks": 0}},
+        "smoke", SMOKE, "Wiring only: 2 training steps of a tiny Cutie on the DAVIS fixture, J&F on its 2 val videos, "
+        "YouTube-VOS 2019 / MOSE submission archives from their fixtures.",
+        datasets=("davis2017", "youtube_vos2019", "mose"), use_fixtures=True, arms={"cutie": {"num_blocks": 1}, "pixel_only": {"num_blocks": 0}},
         budget_minutes=1.5,
     ),
 }
@@ -205,7 +213,10 @@ RECIPE = Recipe(
                        "listed as unconfirmed in the README and are not claims.",
         "pre-training": "Static-image pre-training with synthetic sequences (FSS, DUTS, ECSSD, BIG, HRSOD) is not "
                         "implemented; the full profile starts main training from random weights.",
-        "youtube-vos/mose": "YouTube-VOS 2019 and MOSE are gated and scored only by their servers; data scripts "
-                            "exist (manual steps) but the submission-archive writer is not implemented yet.",
+        "youtube-vos/mose": "YouTube-VOS 2019 val and MOSE val are scored only by their CodaLab servers (ground truth "
+                            "not public): the full profile predicts both with the trained network and writes the "
+                            "archives the servers take into <run>/submissions/ with the upload instruction in "
+                            "UPLOAD.md (submission.py); there is no claim on them because their Table 1 numbers are "
+                            "unconfirmed (README), so nothing awaits a server score in the ledger.",
     },
 )
