@@ -12,6 +12,7 @@ For the first seed a figure of predicted masks over frames is written to
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from PIL import Image
 
 from repro.metrics.vos import evaluate_jf
 
-from .data import VOSDataModule, ensure_synthetic, read_video, split_videos
+from .data import StaticDataModule, VOSDataModule, ensure_synthetic, read_video, split_videos
 from .model import CutieModule, segment_video
 
 
@@ -145,12 +146,42 @@ def submissions(net, cfg, ctx) -> dict[str, float]:
     return out
 
 
+def pretrain_config(cfg):
+    """The pre-training stage's configuration: short synthetic sequences from static images,
+    one object, its own step count, batch size, learning rate and crop (Config.pretrain_*)."""
+    return dataclasses.replace(cfg, max_steps=cfg.pretrain_steps, batch_size=cfg.pretrain_batch_size,
+                               lr=cfg.pretrain_lr, seq_length=cfg.pretrain_seq_length,
+                               num_ref_frames=cfg.pretrain_num_ref_frames, num_objects=1, crop=cfg.pretrain_crop,
+                               train_clips=cfg.pretrain_clips)
+
+
+def pretrain(cfg, ctx) -> tuple[dict | None, dict]:
+    """Static-image pre-training (the paper's first stage) when ``cfg.pretrain_steps > 0``:
+    trains under ``<unit>/pretrain`` (checkpointed and resumable like the main stage) and
+    returns the network's weights for main training, or None without the stage."""
+    if cfg.pretrain_steps <= 0:
+        return None, {}
+    if "vos_static_images" not in ctx.data:
+        raise RuntimeError("pretrain_steps > 0 needs the vos_static_images dataset in the profile")
+    pcfg = pretrain_config(cfg)
+    module = CutieModule(pcfg)
+    fit = dataclasses.replace(ctx, cfg=pcfg).fit_and_test(
+        module, StaticDataModule(pcfg, Path(ctx.data["vos_static_images"]), seed=ctx.seed), name="pretrain")
+    metrics = fit.get("metrics", {}) if isinstance(fit, dict) else {}
+    out = {f"pretrain/{k.split('/', 1)[-1]}": float(v) for k, v in metrics.items()
+           if k in ("train/loss", "test/clip_loss")}
+    return module.net.state_dict(), out
+
+
 def measure(cfg, ctx) -> dict[str, float]:
     root = data_root(cfg, ctx)
     torch.manual_seed(ctx.seed)
-    module = CutieModule(cfg)
-    dm = VOSDataModule(cfg, root, seed=ctx.seed)
     t0 = time.time()
+    weights, pre_metrics = pretrain(cfg, ctx)
+    module = CutieModule(cfg)
+    if weights is not None:
+        module.net.load_state_dict(weights)
+    dm = VOSDataModule(cfg, root, seed=ctx.seed)
     fit = ctx.fit_and_test(module, dm)
     train_s = time.time() - t0
     net = module.net.to("cpu" if ctx.device.type == "cpu" else ctx.device)
@@ -176,6 +207,7 @@ def measure(cfg, ctx) -> dict[str, float]:
                      "top: ground truth, bottom: prediction; M = memory frame")
     metrics = fit.get("metrics", {}) if isinstance(fit, dict) else {}
     out = {"jf": res.jf, "j": res.j, "f": res.f, "copy_first_jf": base.jf, "fps": fps, "train_seconds": train_s}
+    out.update(pre_metrics)
     out.update(submissions(net, cfg, ctx))
     for key in ("train/loss", "test/clip_loss"):
         if key in metrics:

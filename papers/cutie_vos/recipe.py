@@ -37,6 +37,16 @@ class Config(TrainConfig):
     crop: int = 480
     train_clips: int = 2_000_000
     aux_weight: float = 0.01
+    # static-image pre-training stage before main training (official train_config.yaml pre_training:
+    # 80k iterations, batch 16, lr 1e-4, sequences of 3 frames, 2 memory frames, 1 object, 384 crop,
+    # on FSS/DUTS-TR/DUTS-TE/ECSSD/BIG/HRSOD); 0 steps = no pre-training (the cpu analogue)
+    pretrain_steps: int = 0
+    pretrain_batch_size: int = 16
+    pretrain_lr: float = 1e-4
+    pretrain_seq_length: int = 3
+    pretrain_num_ref_frames: int = 2
+    pretrain_crop: int = 384
+    pretrain_clips: int = 1_280_000
     weight_decay: float = 0.001
     # inference (official eval_config.yaml for d17-val / mose-val / y19-val)
     mem_every: int = 5
@@ -69,7 +79,7 @@ PAPER = Paper(
 )
 
 SMALL = Config(max_steps=125_000, batch_size=16, lr=1e-4, gradient_clip_val=3.0, max_epochs=-1,
-               checkpoint_every_n_epochs=1, submit=("youtube_vos2019", "mose"))
+               checkpoint_every_n_epochs=1, submit=("youtube_vos2019", "mose"), pretrain_steps=80_000)
 BASE = replace(SMALL, encoder="resnet50")
 
 # The CPU analogue: a tiny Cutie (random-init conv encoder, 2 object-transformer blocks,
@@ -80,14 +90,15 @@ CPU = replace(
     num_queries=8, num_blocks=2, num_heads=4, ff_dim=96, up_dims=(48, 24, 12),
     seq_length=4, num_ref_frames=3, max_skip=3, num_objects=1, crop=0, train_clips=600,
     batch_size=4, max_steps=150, max_epochs=1, lr=1e-3, checkpoint_every_n_epochs=0,
-    source="synthetic", submit=(),
+    source="synthetic", submit=(), pretrain_steps=0,
 )
 
 SMOKE = replace(
     CPU, width=8, pixel_dim=16, key_dim=8, value_dim=16, sensory_dim=8, embed_dim=16, num_queries=4,
     num_blocks=1, num_heads=2, ff_dim=32, up_dims=(16, 8, 8), seq_length=3, num_objects=2, train_clips=4,
     batch_size=2, max_steps=2, max_epochs=1, source="davis", mem_every=2, max_mem_frames=3, top_k=8,
-    submit=("youtube_vos2019", "mose"),
+    submit=("youtube_vos2019", "mose"), pretrain_steps=2, pretrain_batch_size=2, pretrain_crop=32,
+    pretrain_clips=4,
 )
 
 ARMS = {"cutie": {"num_blocks": 2}, "pixel_only": {"num_blocks": 0}}
@@ -138,12 +149,12 @@ CPU_CLAIMS = (
 PROFILES = {
     "full": Profile(
         "full", SMALL,
-        "Cutie-small main training on DAVIS 2017 train (the paper adds YouTube-VOS 2019 and static-image "
-        "pre-training; README), evaluated on DAVIS 2017 val at 480p with the official memory schedule; "
+        "Cutie-small static-image pre-training (80k steps on synthetic sequences from FSS/DUTS/ECSSD/BIG/HRSOD), "
+        "then main training on DAVIS 2017 train (the paper adds YouTube-VOS 2019; README), evaluated on DAVIS 2017 val at 480p with the official memory schedule; "
         "YouTube-VOS 2019 val and MOSE val predicted and packed for their servers (<run>/submissions/, "
         "upload instruction in UPLOAD.md). No claims: the paper's table numbers could not be confirmed "
         "against the paper text (README).",
-        datasets=("davis2017", "youtube_vos2019", "mose"), seeds=1, gpu_hours=40.0,
+        datasets=("davis2017", "youtube_vos2019", "mose", "vos_static_images"), seeds=1, gpu_hours=40.0,
     ),
     "cpu": Profile(
         "cpu", CPU,
@@ -156,9 +167,10 @@ PROFILES = {
         claims=CPU_CLAIMS, seeds=3, arms=ARMS, budget_minutes=10.0, slow=True,
     ),
     "smoke": Profile(
-        "smoke", SMOKE, "Wiring only: 2 training steps of a tiny Cutie on the DAVIS fixture, J&F on its 2 val videos, "
+        "smoke", SMOKE, "Wiring only: 2 pre-training steps on synthetic sequences from the static-image fixture, 2 training "
+        "steps of a tiny Cutie on the DAVIS fixture, J&F on its 2 val videos, "
         "YouTube-VOS 2019 / MOSE submission archives from their fixtures.",
-        datasets=("davis2017", "youtube_vos2019", "mose"), use_fixtures=True, arms={"cutie": {"num_blocks": 1}, "pixel_only": {"num_blocks": 0}},
+        datasets=("davis2017", "youtube_vos2019", "mose", "vos_static_images"), use_fixtures=True, arms={"cutie": {"num_blocks": 1}, "pixel_only": {"num_blocks": 0}},
         budget_minutes=1.5,
     ),
 }
@@ -211,8 +223,9 @@ RECIPE = Recipe(
         "full-claims": "Absolute J&F/FPS numbers of Table 1 (MOSE val, DAVIS 2017 val/test-dev, YouTube-VOS 2019 "
                        "val, Cutie-small/base) could not be confirmed against the paper text offline; they are "
                        "listed as unconfirmed in the README and are not claims.",
-        "pre-training": "Static-image pre-training with synthetic sequences (FSS, DUTS, ECSSD, BIG, HRSOD) is not "
-                        "implemented; the full profile starts main training from random weights.",
+        "pre-training-tps": "The static-image pre-training stage omits the official thin-plate-spline warp "
+                            "(applied to a third of the frames there); the affine, crop and colour transforms "
+                            "are as in the official SyntheticVideoDataset (data.synthetic_sequence).",
         "youtube-vos/mose": "YouTube-VOS 2019 val and MOSE val are scored only by their CodaLab servers (ground truth "
                             "not public): the full profile predicts both with the trained network and writes the "
                             "archives the servers take into <run>/submissions/ with the upload instruction in "

@@ -610,3 +610,55 @@ def test_archive_round_trip_and_resize_back(tmp_path):
         assert sorted(zf.namelist()) == [f"Annotations/vid/{t:05d}.png" for t in range(5)]
         for t in range(5):
             assert zf.read(f"Annotations/vid/{t:05d}.png") == (out / f"{t:05d}.png").read_bytes()
+
+
+# --------------------------------------------------------------------------- static-image pre-training
+
+
+@pytest.mark.unit
+def test_synthetic_sequence_deforms_frames_and_keeps_masks_aligned():
+    """One image -> a pseudo video: frames differ (independent per-frame deformations), the
+    masks stay binary and on the object (a red square on a dark background here), and the
+    same generator seed gives the same sequence."""
+    from papers.cutie_vos.data import synthetic_sequence
+
+    img = torch.full((3, 60, 80), 0.1)
+    mask = torch.zeros(1, 60, 80)
+    img[0, 15:45, 25:55] = 0.95
+    mask[0, 15:45, 25:55] = 1
+    frames, masks = synthetic_sequence(img, mask, np.random.default_rng(3), seq_length=3, size=48)
+    again, _ = synthetic_sequence(img, mask, np.random.default_rng(3), seq_length=3, size=48)
+    assert frames.shape == (3, 3, 48, 48) and masks.shape == (3, 48, 48)
+    assert torch.equal(frames, again)
+    assert set(torch.unique(masks).tolist()) <= {0.0, 1.0}
+    assert not torch.equal(masks[0], masks[1]) and not torch.equal(masks[1], masks[2])
+    for t in range(3):
+        m = masks[t] > 0.5
+        if m.sum() > 20 and (~m).sum() > 20:
+            red = frames[t, 0] - frames[t, 1]
+            assert red[m].mean() > red[~m].mean() + 0.4, f"frame {t}: mask not on the red object"
+
+
+@pytest.mark.unit
+def test_static_clips_from_the_fixture_and_official_stage_settings(tmp_path, monkeypatch):
+    import data_scripts
+    from data_scripts.vos_static_images import image_pairs
+    from papers.cutie_vos.data import StaticSequenceDataset
+    from papers.cutie_vos.experiment import pretrain_config
+    from papers.cutie_vos.recipe import PROFILES, SMALL
+
+    monkeypatch.setenv("REPRO_DATA", str(tmp_path))
+    root = data_scripts.build_fixture("vos_static_images")
+    pairs = image_pairs(root)
+    assert len(pairs) == 14 and dict((p.parent.name, m) for p, m in pairs)["BIG_small"] == 5
+    ds = StaticSequenceDataset(pairs, num_clips=4, seq_length=3, size=32, num_objects=2, seed=0)
+    assert len(ds.images) == 2 * 2 + 2 * 3 + 2 * 5 * 2  # fss 2x2, three sets x2, BIG/HRSOD x2 x5
+    item = ds[1]
+    assert item["frames"].shape == (3, 3, 32, 32) and item["first_mask"].shape == (2, 32, 32)
+    assert item["labels"].shape == (2, 32, 32) and int(item["first_mask"][1].sum()) == 0
+    assert torch.equal(item["frames"], ds[1]["frames"])
+    p = pretrain_config(SMALL)  # official train_config.yaml pre_training
+    assert (p.max_steps, p.batch_size, p.lr, p.seq_length, p.num_ref_frames, p.num_objects, p.crop) == \
+        (80_000, 16, 1e-4, 3, 2, 1, 384)
+    assert PROFILES["smoke"].config.pretrain_steps > 0 and "vos_static_images" in PROFILES["smoke"].datasets
+    assert PROFILES["cpu"].config.pretrain_steps == 0
