@@ -361,13 +361,19 @@ class ObjectTransformerBlock(nn.Module):
         return x, pixel, weights
 
 
+def _linear2d(lin: nn.Linear, x: Tensor) -> Tensor:
+    """``lin`` on the last dim through a 2D input: the same numbers, but the bias add is fused
+    into the matrix product (addmm), which a 3D input does not get on CPU."""
+    return lin(x.reshape(-1, x.shape[-1])).view(*x.shape[:-1], -1)
+
+
 def _cross(mha: MultiHeadAttention, q_in: Tensor, k_in: Tensor, v_in: Tensor, mask: Tensor | None,
            need_weights: bool):
     """Attention with separate query/key/value inputs through the shared MHA's
     projections and kernel (its forward takes one context for both keys and values)."""
-    q = mha.split(mha.q_proj(q_in))
-    k = mha.split(mha.k_proj(k_in))
-    v = mha.split(mha.v_proj(v_in))
+    q = mha.split(_linear2d(mha.q_proj, q_in))
+    k = mha.split(_linear2d(mha.k_proj, k_in))
+    v = mha.split(_linear2d(mha.v_proj, v_in))
     m = mask[:, None] if mask is not None else None
     if need_weights:
         from repro.blocks.attention import softmax_weights
@@ -377,7 +383,7 @@ def _cross(mha: MultiHeadAttention, q_in: Tensor, k_in: Tensor, v_in: Tensor, ma
     else:
         out = mha.attn(q, k, v, m)
     b, hh, L, d = out.shape
-    out = mha.out_proj(out.transpose(1, 2).reshape(b, L, hh * d))
+    out = _linear2d(mha.out_proj, out.transpose(1, 2).reshape(b, L, hh * d))
     return (out, wts) if need_weights else out
 
 
@@ -612,6 +618,19 @@ class MemorySchedule:
             if self.max_mem_frames > 1 else [mem_frames[0]]
 
 
+def argmax_objects(prob: Tensor) -> Tensor:
+    """``prob.argmax(0)`` for (N+1, H, W) probabilities (first index on ties, as argmax):
+    a running comparison over the few object channels, which on CPU is far cheaper than
+    the strided reduction over the leading dim."""
+    if prob.shape[0] > 8:
+        return prob.argmax(0)
+    best, lab = prob[0], torch.zeros(prob.shape[1:], dtype=torch.long, device=prob.device)
+    for i in range(1, prob.shape[0]):
+        lab.masked_fill_(prob[i] > best, i)
+        best = torch.maximum(best, prob[i])
+    return lab
+
+
 class _Bucket:
     """Memory of the objects that first appeared in the same frame (the official memory
     store's "bucket"): its own key memory, its first frame permanent, FIFO eviction of the
@@ -691,7 +710,8 @@ def segment_video(net: CutieNet, frames: Tensor, first_mask: Tensor, *, mem_ever
                 r0 = net.fuse(pix, readout, sensory[:, b.objs], last[:, b.objs])
                 feats.append(net.object_readout(r0, obj_mem[:, b.objs] if obj_mem is not None else None)[0])
             feat = torch.cat(feats, 1)
-        sensory, _, agg = net.segment(ms, feat, sensory, out_size=frames.shape[-2:])
+        # the last frame's sensory update would never be read (the official core skips it too)
+        sensory, _, agg = net.segment(ms, feat, sensory, update_sensory=ti < t_len - 1, out_size=frames.shape[-2:])
         prob = torch.softmax(agg, dim=1)
         new = later.get(ti)
         if new is not None and new.shape[0] > 0:  # objects first annotated here join
@@ -702,7 +722,7 @@ def segment_video(net: CutieNet, frames: Tensor, first_mask: Tensor, *, mem_ever
                                                            sensory.dtype)], 1)
         if probs is not None:
             probs.append(prob[0][:, crop[0], crop[1]])
-        labels.append(prob[0].argmax(0))
+        labels.append(argmax_objects(prob[0]))
         last = prob[:, 1:]
         joined = new is not None and new.shape[0] > 0
         if (sched.is_mem_frame(ti, last_mem) or joined) and ti < t_len - 1:

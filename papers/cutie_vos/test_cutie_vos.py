@@ -662,3 +662,33 @@ def test_static_clips_from_the_fixture_and_official_stage_settings(tmp_path, mon
         (80_000, 16, 1e-4, 3, 2, 1, 384)
     assert PROFILES["smoke"].config.pretrain_steps > 0 and "vos_static_images" in PROFILES["smoke"].datasets
     assert PROFILES["cpu"].config.pretrain_steps == 0
+
+
+# --------------------------------------------------------------------------- inference fast paths
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("n", [1, 2, 4, 12])
+def test_argmax_objects_matches_argmax_including_ties(n):
+    from papers.cutie_vos.model import argmax_objects
+
+    torch.manual_seed(n)
+    prob = torch.rand(n, 7, 9).round(decimals=1)  # many exact ties
+    assert torch.equal(argmax_objects(prob), prob.argmax(0))
+    prob[:, 0, 0] = 0.5  # all channels tied: the first index wins
+    assert int(argmax_objects(prob)[0, 0]) == 0
+
+
+@pytest.mark.unit
+def test_linear2d_matches_linear_in_values_and_gradients():
+    from papers.cutie_vos.model import _linear2d
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(6, 5)
+    x = torch.randn(3, 7, 6, requires_grad=True)
+    a = _linear2d(lin, x)
+    b = lin(x)
+    torch.testing.assert_close(a, b)
+    (ga,) = torch.autograd.grad(a.square().sum(), x)
+    (gb,) = torch.autograd.grad(b.square().sum(), x)
+    torch.testing.assert_close(ga, gb)
