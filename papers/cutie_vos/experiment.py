@@ -123,21 +123,22 @@ def masks_figure(shown: dict, root: Path, path: Path, title: str, n_cols: int = 
 
 
 def submissions(net, cfg, ctx) -> dict[str, float]:
-    """For each server-scored set in ``cfg.submit`` (YouTube-VOS 2019, MOSE): predict its
-    validation split with the trained network, write the archive its server takes into
+    """For each server-scored set in ``cfg.submit`` (YouTube-VOS 2019 val, MOSE val, DAVIS
+    2017 test-dev): predict its split with the trained network, write the archive its server takes into
     ``<run>/submissions/`` and record the upload instruction there (``UPLOAD.md``) and in
     the log. Returns the number of masks in each archive (no score: only the server has
     the ground truth)."""
-    from .submission import make_submission
+    from .submission import SERVERS, make_submission
 
     out = {}
     sub_dir = Path(ctx.run_dir) / "submissions"
     tag = "-".join(x for x in (ctx.arm, f"seed{ctx.seed}") if x)
     for name in cfg.submit:
-        if name not in ctx.data:
-            raise RuntimeError(f"cfg.submit names {name!r} but the profile does not list that dataset")
-        archive, count, how = make_submission(net.cpu() if ctx.device.type == "cpu" else net, Path(ctx.data[name]),
-                                              name, sub_dir / f"{name}-{tag}.zip", cfg, size=cfg.eval_size)
+        dataset = SERVERS[name]["dataset"]
+        if dataset not in ctx.data:
+            raise RuntimeError(f"cfg.submit names {name!r} but the profile does not list the {dataset} dataset")
+        archive, count, how = make_submission(net, Path(ctx.data[dataset]), name, sub_dir / f"{name}-{tag}.zip", cfg,
+                                              size=cfg.eval_size)
         sub_dir.mkdir(parents=True, exist_ok=True)
         with open(sub_dir / "UPLOAD.md", "a") as fh:
             fh.write(f"- {how} ({count} masks)\n")

@@ -676,7 +676,9 @@ def segment_video(net: CutieNet, frames: Tensor, first_mask: Tensor, *, mem_ever
     and fused separately (the "other objects" mask of the pixel fusion counts only the
     bucket's objects), as the official memory manager does."""
     sched = MemorySchedule(mem_every, max_mem_frames)
-    later = dict(later or {})
+    dev = next(net.parameters()).device  # inputs follow the network (a GPU run reads CPU frames)
+    frames, first_mask = frames.to(dev), first_mask.to(dev)
+    later = {t: m.to(dev) for t, m in (later or {}).items()}
     # pad to a multiple of the coarsest stride, centred (the official pad_divide_by), crop at the end
     d = net.fine_stride * 4
     h0, w0 = frames.shape[-2:]

@@ -54,8 +54,8 @@ class Config(TrainConfig):
     top_k: int = 30
     eval_split: str = "val"
     eval_size: int = 480  # server-scored sets: shorter side resized to this if larger (official size: 480)
-    # server-scored validation sets to predict and pack for upload (data script names; each must
-    # be in the profile's datasets): "youtube_vos2019", "mose"
+    # server-scored sets to predict and pack for upload (submission.SERVERS; their dataset must be
+    # in the profile's datasets): "youtube_vos2019", "mose", "davis2017_testdev"
     submit: tuple[str, ...] = ()
     # data: "davis" reads cfg.data_dir (DAVIS layout); "synthetic" renders the CPU analogue's videos
     source: str = "davis"
@@ -79,7 +79,8 @@ PAPER = Paper(
 )
 
 SMALL = Config(max_steps=125_000, batch_size=16, lr=1e-4, gradient_clip_val=3.0, max_epochs=-1,
-               checkpoint_every_n_epochs=1, submit=("youtube_vos2019", "mose"), pretrain_steps=80_000)
+               checkpoint_every_n_epochs=1, submit=("youtube_vos2019", "mose", "davis2017_testdev"),
+               pretrain_steps=80_000)
 BASE = replace(SMALL, encoder="resnet50")
 
 # The CPU analogue: a tiny Cutie (random-init conv encoder, 2 object-transformer blocks,
@@ -97,7 +98,7 @@ SMOKE = replace(
     CPU, width=8, pixel_dim=16, key_dim=8, value_dim=16, sensory_dim=8, embed_dim=16, num_queries=4,
     num_blocks=1, num_heads=2, ff_dim=32, up_dims=(16, 8, 8), seq_length=3, num_objects=2, train_clips=4,
     batch_size=2, max_steps=2, max_epochs=1, source="davis", mem_every=2, max_mem_frames=3, top_k=8,
-    submit=("youtube_vos2019", "mose"), pretrain_steps=2, pretrain_batch_size=2, pretrain_crop=32,
+    submit=("youtube_vos2019", "mose", "davis2017_testdev"), pretrain_steps=2, pretrain_batch_size=2, pretrain_crop=32,
     pretrain_clips=4,
 )
 
@@ -151,7 +152,8 @@ PROFILES = {
         "full", SMALL,
         "Cutie-small static-image pre-training (80k steps on synthetic sequences from FSS/DUTS/ECSSD/BIG/HRSOD), "
         "then main training on DAVIS 2017 train (the paper adds YouTube-VOS 2019; README), evaluated on DAVIS 2017 val at 480p with the official memory schedule; "
-        "YouTube-VOS 2019 val and MOSE val predicted and packed for their servers (<run>/submissions/, "
+        "YouTube-VOS 2019 val, MOSE val and DAVIS 2017 test-dev predicted and packed for their servers "
+        "(<run>/submissions/, "
         "upload instruction in UPLOAD.md). No claims: the paper's table numbers could not be confirmed "
         "against the paper text (README).",
         datasets=("davis2017", "youtube_vos2019", "mose", "vos_static_images"), seeds=1, gpu_hours=40.0,
@@ -160,16 +162,16 @@ PROFILES = {
         "cpu", CPU,
         "Tiny Cutie vs the same network without the object transformer on synthetic videos with a crossing "
         "look-alike distractor; 3 seeds.",
-        # budget: the cpu run of the current code (20261129T071337Z-a86648) took 11.4 min wall on 1 thread
-        # with the shared 2-core machine at load 7-9, for 4.1 min of CPU time (user+sys); an earlier run of
-        # the pre-alignment model took 17.4 min wall at load 7-13 for 4.9 min CPU. Alone on 2 cores the
-        # profile needs about 4-5 min; 10 = margin.
+        # budget: the cpu run of the current code from a clean tree (20261129T095832Z-a1d725, commit 2c6b6c7)
+        # took 7.9 min wall on 1 thread with the shared 2-core machine at load 4.7-5.4, for 4.3 min of CPU
+        # time (user+sys); the run before it (20261129T071337Z-a86648, same verdicts and numbers) 11.4 min
+        # wall at load 7-9 for 4.1 min CPU. Alone on 2 cores the profile needs about 4-5 min; 10 = margin.
         claims=CPU_CLAIMS, seeds=3, arms=ARMS, budget_minutes=10.0, slow=True,
     ),
     "smoke": Profile(
         "smoke", SMOKE, "Wiring only: 2 pre-training steps on synthetic sequences from the static-image fixture, 2 training "
         "steps of a tiny Cutie on the DAVIS fixture, J&F on its 2 val videos, "
-        "YouTube-VOS 2019 / MOSE submission archives from their fixtures.",
+        "YouTube-VOS 2019 / MOSE / DAVIS test-dev submission archives from their fixtures.",
         datasets=("davis2017", "youtube_vos2019", "mose", "vos_static_images"), use_fixtures=True, arms={"cutie": {"num_blocks": 1}, "pixel_only": {"num_blocks": 0}},
         budget_minutes=1.5,
     ),
@@ -226,8 +228,8 @@ RECIPE = Recipe(
         "pre-training-tps": "The static-image pre-training stage omits the official thin-plate-spline warp "
                             "(applied to a third of the frames there); the affine, crop and colour transforms "
                             "are as in the official SyntheticVideoDataset (data.synthetic_sequence).",
-        "youtube-vos/mose": "YouTube-VOS 2019 val and MOSE val are scored only by their CodaLab servers (ground truth "
-                            "not public): the full profile predicts both with the trained network and writes the "
+        "youtube-vos/mose": "YouTube-VOS 2019 val, MOSE val and DAVIS 2017 test-dev are scored only by their CodaLab "
+                            "servers (ground truth not public): the full profile predicts them with the trained network and writes the "
                             "archives the servers take into <run>/submissions/ with the upload instruction in "
                             "UPLOAD.md (submission.py); there is no claim on them because their Table 1 numbers are "
                             "unconfirmed (README), so nothing awaits a server score in the ledger.",

@@ -1,5 +1,5 @@
-"""Server-scored validation sets (YouTube-VOS 2019, MOSE): predict every video and write
-the archive their CodaLab servers take. Facts from the official repository
+"""Server-scored sets (YouTube-VOS 2019 val, MOSE val, DAVIS 2017 test-dev): predict every
+video and write the archive their CodaLab servers take. Facts from the official repository
 (hkchengrex/Cutie, ``config/eval_config.yaml`` datasets ``y19-val``/``mose-val``,
 ``inference/data/vos_test_dataset.py``, ``video_reader.py``, ``utils/results_utils.make_zip``;
 read, not copied):
@@ -10,8 +10,8 @@ read, not copied):
   before a video's first annotation are skipped; only the frames that ``valid/meta.json``
   lists for some object are written (the union over objects); archive
   ``Annotations/<video>/<frame>.png``.
-* MOSE val: first-frame annotation only, every frame written; archive
-  ``<video>/<frame>.png`` at the zip root (as DAVIS test-dev).
+* MOSE val and DAVIS 2017 test-dev (480p): first-frame annotation only, every frame
+  written; archive ``<video>/<frame>.png`` at the zip root.
 * Both: frames whose shorter side exceeds 480 are resized to 480 (bilinear, masks
   nearest) and the probabilities restored to the original size before the argmax; masks
   are palette PNGs with the video's own palette (its first annotation's) and the
@@ -30,13 +30,18 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .model import segment_video
+from .model import argmax_objects, segment_video
 
-# name -> (split folder, frame folder relative to the prepared root, meta.json or None,
-#          use_all_masks, folder at the zip root or "")
+# name -> where its split lies in the prepared dataset and how the server wants it
 SERVERS = {
-    "youtube_vos2019": ("valid", "valid_all_frames/JPEGImages", "valid/meta.json", True, "Annotations"),
-    "mose": ("valid", "valid/JPEGImages", None, False, ""),
+    "youtube_vos2019": {"dataset": "youtube_vos2019", "frames": "valid_all_frames/JPEGImages",
+                        "annotations": "valid/Annotations", "meta": "valid/meta.json", "use_all_masks": True,
+                        "inner": "Annotations"},
+    "mose": {"dataset": "mose", "frames": "valid/JPEGImages", "annotations": "valid/Annotations", "meta": None,
+             "use_all_masks": False, "inner": ""},
+    "davis2017_testdev": {"dataset": "davis2017", "frames": "test-dev/JPEGImages/480p",
+                          "annotations": "test-dev/Annotations/480p", "meta": None, "use_all_masks": False,
+                          "inner": ""},
 }
 
 UPLOAD = {
@@ -45,6 +50,9 @@ UPLOAD = {
                        "G (overall), J/F seen and J/F unseen.",
     "mose": "MOSE val is scored only by its server: upload {zip} on "
             "https://codalab.lisn.upsaclay.fr/competitions/10703 (Participate -> Submit); it reports J&F, J, F.",
+    "davis2017_testdev": "DAVIS 2017 test-dev is scored only by its server: upload {zip} on "
+                         "https://codalab.lisn.upsaclay.fr/competitions/6812 (Participate -> Submit); it reports "
+                         "J&F, J, F.",
 }
 
 
@@ -87,7 +95,7 @@ class _FrameWriter:
         if tuple(prob.shape[-2:]) != tuple(self.shape):
             prob = F.interpolate(prob[None], size=self.shape, mode="bilinear", align_corners=False)[0]
         lut = np.asarray([0] + self.lut[:prob.shape[0] - 1], dtype=np.uint8)
-        self.save(name, lut[prob.argmax(0).cpu().numpy()])
+        self.save(name, lut[argmax_objects(prob).cpu().numpy()])
 
 
 def predict_video(net, image_dir: Path, ann_dir: Path, out_dir: Path, cfg, *, use_all_masks: bool,
@@ -144,15 +152,17 @@ def predict_video(net, image_dir: Path, ann_dir: Path, out_dir: Path, cfg, *, us
 
 def predict_split(net, root: Path, name: str, out_root: Path, cfg, size: int = 480) -> int:
     """Predict every video of the server-scored split ``name`` (a key of ``SERVERS``)
-    under the prepared dataset ``root``; masks go to ``out_root/<video>/<frame>.png``."""
-    split, frames_rel, meta_rel, use_all, _ = SERVERS[name]
-    req = required_frames(root / meta_rel) if meta_rel else None
-    ann_root = root / split / "Annotations"
+    under the prepared dataset ``root`` (of ``SERVERS[name]["dataset"]``); masks go to
+    ``out_root/<video>/<frame>.png``."""
+    spec = SERVERS[name]
+    req = required_frames(root / spec["meta"]) if spec["meta"] else None
+    ann_root = root / spec["annotations"]
     count = 0
     net.eval()
     for vid in sorted(p.name for p in ann_root.iterdir() if p.is_dir()):
-        count += predict_video(net, root / frames_rel / vid, ann_root / vid, out_root / vid, cfg,
-                               use_all_masks=use_all, required=None if req is None else req[vid], size=size)
+        count += predict_video(net, root / spec["frames"] / vid, ann_root / vid, out_root / vid, cfg,
+                               use_all_masks=spec["use_all_masks"], required=None if req is None else req[vid],
+                               size=size)
     return count
 
 
@@ -175,6 +185,6 @@ def make_submission(net, root: Path, name: str, dest: Path, cfg, size: int = 480
     if work.exists():
         shutil.rmtree(work)
     count = predict_split(net, root, name, work, cfg, size=size)
-    write_archive(work, dest, SERVERS[name][4])
+    write_archive(work, dest, SERVERS[name]["inner"])
     shutil.rmtree(work, ignore_errors=True)
     return dest, count, UPLOAD[name].format(zip=dest)

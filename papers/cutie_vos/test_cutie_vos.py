@@ -692,3 +692,20 @@ def test_linear2d_matches_linear_in_values_and_gradients():
     (ga,) = torch.autograd.grad(a.square().sum(), x)
     (gb,) = torch.autograd.grad(b.square().sum(), x)
     torch.testing.assert_close(ga, gb)
+
+
+@pytest.mark.unit
+def test_davis_testdev_submission_from_the_first_annotation_only(tmp_path, monkeypatch):
+    import data_scripts
+    from papers.cutie_vos.submission import make_submission
+
+    monkeypatch.setenv("REPRO_DATA", str(tmp_path / "data"))
+    root = data_scripts.build_fixture("davis2017")
+    anns = sorted((root / "test-dev" / "Annotations" / "480p" / "fx-testdev-0").glob("*.png"))
+    assert [p.name for p in anns] == ["00000.png"], "the test-dev fixture publishes the first annotation only"
+    torch.manual_seed(3)
+    archive, count, how = make_submission(_tiny_net().eval(), root, "davis2017_testdev", tmp_path / "d17.zip",
+                                          _submission_cfg())
+    files = _read_zip(archive)
+    assert sorted(files) == [f"fx-testdev-0/{t:05d}.png" for t in range(8)] and count == 8 and "6812" in how
+    assert all(im.mode == "P" and im.size == (96, 64) for im in files.values())
