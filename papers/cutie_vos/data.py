@@ -85,9 +85,9 @@ class ClipDataset(Dataset):
     """``num_clips`` clips, clip ``i`` drawn from a generator seeded by (seed, i)."""
 
     def __init__(self, root: Path, videos: list[str], *, num_clips: int, seq_length: int, max_skip: int,
-                 num_objects: int, crop: int, seed: int, first_only: bool = False) -> None:
-        self.root, self.videos = root, videos
-        self.frames = {v: _frames(root, v) for v in videos}
+                 num_objects: int, crop: int, seed: int, first_only: bool = False, res: str = "480p") -> None:
+        self.root, self.videos, self.res = root, videos, res  # res: "480p" (DAVIS) or "" (YouTube-VOS layout)
+        self.frames = {v: sorted(p.stem for p in (root / "JPEGImages" / res / v).glob("*.jpg")) for v in videos}
         self.num_clips, self.seq_length, self.max_skip = num_clips, seq_length, max_skip
         self.num_objects, self.crop, self.seed, self.first_only = num_objects, crop, seed, first_only
 
@@ -107,8 +107,9 @@ class ClipDataset(Dataset):
         vid = self.videos[i % len(self.videos)] if self.first_only else self.videos[int(rng.integers(len(self.videos)))]
         names = self.frames[vid]
         idx = self._pick(rng, len(names))
-        imgs = np.stack([_load_rgb(self.root / "JPEGImages" / "480p" / vid / f"{names[t]}.jpg", None) for t in idx])
-        labs = np.stack([_load_mask(self.root / "Annotations" / "480p" / vid / f"{names[t]}.png", None) for t in idx])
+        imgs = np.stack([_load_rgb(self.root / "JPEGImages" / self.res / vid / f"{names[t]}.jpg", None) for t in idx])
+        labs = np.stack([_load_mask(self.root / "Annotations" / self.res / vid / f"{names[t]}.png", None)
+                         for t in idx])
         h, w = labs.shape[-2:]
         if self.crop and (h > self.crop or w > self.crop):
             y = int(rng.integers(0, max(h - self.crop, 0) + 1))
@@ -129,16 +130,57 @@ class ClipDataset(Dataset):
         }
 
 
+# Main-training sets (official cutie/config/data/datasets.yaml): frame interval of the stored
+# frames (the per-set max skip is max_skip // interval) and oversampling multiplier.
+MAIN_SETS = {"davis2017": {"interval": 2, "multiplier": 2}, "youtube_vos2019": {"interval": 5, "multiplier": 1}}
+
+
+class MixedClips(Dataset):
+    """Main-training clips from several sets: clip ``i`` draws its set with a generator
+    seeded by (seed, i), with probability proportional to the set's frame count times its
+    multiplier (the official sampler draws seed frames uniformly over all frames times the
+    multipliers; here a set, then a video uniformly within it), then the set's clip ``i``."""
+
+    def __init__(self, sources: list[tuple[ClipDataset, int]], num_clips: int, seed: int) -> None:
+        self.sources, self.num_clips, self.seed = [s for s, _ in sources], num_clips, seed
+        w = np.array([mult * sum(len(f) for f in s.frames.values()) for s, mult in sources], dtype=float)
+        self.p = w / w.sum()
+
+    def __len__(self) -> int:
+        return self.num_clips
+
+    def __getitem__(self, i: int):
+        k = int(np.random.default_rng([self.seed, i, 17]).choice(len(self.sources), p=self.p))
+        return self.sources[k][i]
+
+
 class VOSDataModule(pl.LightningDataModule):
-    def __init__(self, cfg, root: Path, seed: int) -> None:
+    """``root``: the DAVIS-layout set (real DAVIS 2017 trainval, the fixture, or the CPU
+    analogue's synthetic set). ``youtube``: a prepared YouTube-VOS 2019 root whose ``train/``
+    joins main training (the paper's DAVIS + YouTube-VOS); with real data (``cfg.source ==
+    "davis"``) each set's max skip is divided by its frame interval, as in the official code."""
+
+    def __init__(self, cfg, root: Path, seed: int, youtube: Path | None = None) -> None:
         super().__init__()
         self.cfg, self.root, self.seed = cfg, Path(root), seed
+        self.youtube = Path(youtube) if youtube is not None else None
 
     def setup(self, stage: str | None = None) -> None:
         c = self.cfg
-        self.train_set = ClipDataset(self.root, split_videos(self.root, "train"), num_clips=c.train_clips,
-                                     seq_length=c.seq_length, max_skip=c.max_skip, num_objects=c.num_objects,
-                                     crop=c.crop, seed=self.seed)
+        real = c.source == "davis"
+        skip = max(1, c.max_skip // MAIN_SETS["davis2017"]["interval"]) if real else c.max_skip
+        davis = ClipDataset(self.root, split_videos(self.root, "train"), num_clips=c.train_clips,
+                            seq_length=c.seq_length, max_skip=skip, num_objects=c.num_objects, crop=c.crop,
+                            seed=self.seed)
+        self.train_set = davis
+        if self.youtube is not None:
+            yt_root = self.youtube / "train"
+            vids = sorted(p.name for p in (yt_root / "Annotations").iterdir() if p.is_dir())
+            yt = ClipDataset(yt_root, vids, num_clips=c.train_clips, seq_length=c.seq_length,
+                             max_skip=max(1, c.max_skip // MAIN_SETS["youtube_vos2019"]["interval"]),
+                             num_objects=c.num_objects, crop=c.crop, seed=self.seed + 7919, res="")
+            self.train_set = MixedClips([(davis, MAIN_SETS["davis2017"]["multiplier"]),
+                                         (yt, MAIN_SETS["youtube_vos2019"]["multiplier"])], c.train_clips, self.seed)
         val = split_videos(self.root, "val")
         self.test_set = ClipDataset(self.root, val, num_clips=len(val), seq_length=c.seq_length, max_skip=1,
                                     num_objects=c.num_objects, crop=c.crop, seed=self.seed + 1, first_only=True)

@@ -182,7 +182,12 @@ def measure(cfg, ctx) -> dict[str, float]:
     module = CutieModule(cfg)
     if weights is not None:
         module.net.load_state_dict(weights)
-    dm = VOSDataModule(cfg, root, seed=ctx.seed)
+    youtube = None
+    if "youtube_vos2019" in cfg.train_sets and cfg.source == "davis":
+        if "youtube_vos2019" not in ctx.data:
+            raise RuntimeError("cfg.train_sets names youtube_vos2019 but the profile does not list that dataset")
+        youtube = Path(ctx.data["youtube_vos2019"])
+    dm = VOSDataModule(cfg, root, seed=ctx.seed, youtube=youtube)
     fit = ctx.fit_and_test(module, dm)
     train_s = time.time() - t0
     net = module.net.to("cpu" if ctx.device.type == "cpu" else ctx.device)

@@ -36,6 +36,8 @@ class Config(TrainConfig):
     num_objects: int = 3
     crop: int = 480
     train_clips: int = 2_000_000
+    # main-training sets (official data=base: DAVIS + YouTubeVOS); only read with source="davis"
+    train_sets: tuple[str, ...] = ("davis2017", "youtube_vos2019")
     aux_weight: float = 0.01
     # static-image pre-training stage before main training (official train_config.yaml pre_training:
     # 80k iterations, batch 16, lr 1e-4, sequences of 3 frames, 2 memory frames, 1 object, 384 crop,
@@ -98,7 +100,7 @@ SMOKE = replace(
     CPU, width=8, pixel_dim=16, key_dim=8, value_dim=16, sensory_dim=8, embed_dim=16, num_queries=4,
     num_blocks=1, num_heads=2, ff_dim=32, up_dims=(16, 8, 8), seq_length=3, num_objects=2, train_clips=4,
     batch_size=2, max_steps=2, max_epochs=1, source="davis", mem_every=2, max_mem_frames=3, top_k=8,
-    submit=("youtube_vos2019", "mose", "davis2017_testdev"), pretrain_steps=2, pretrain_batch_size=2, pretrain_crop=32,
+    crop=48, submit=("youtube_vos2019", "mose", "davis2017_testdev"), pretrain_steps=2, pretrain_batch_size=2, pretrain_crop=32,
     pretrain_clips=4,
 )
 
@@ -151,7 +153,7 @@ PROFILES = {
     "full": Profile(
         "full", SMALL,
         "Cutie-small static-image pre-training (80k steps on synthetic sequences from FSS/DUTS/ECSSD/BIG/HRSOD), "
-        "then main training on DAVIS 2017 train (the paper adds YouTube-VOS 2019; README), evaluated on DAVIS 2017 val at 480p with the official memory schedule; "
+        "then main training on DAVIS 2017 train + YouTube-VOS 2019 train, evaluated on DAVIS 2017 val at 480p with the official memory schedule; "
         "YouTube-VOS 2019 val, MOSE val and DAVIS 2017 test-dev predicted and packed for their servers "
         "(<run>/submissions/, "
         "upload instruction in UPLOAD.md). No claims: the paper's table numbers could not be confirmed "
@@ -170,7 +172,7 @@ PROFILES = {
     ),
     "smoke": Profile(
         "smoke", SMOKE, "Wiring only: 2 pre-training steps on synthetic sequences from the static-image fixture, 2 training "
-        "steps of a tiny Cutie on the DAVIS fixture, J&F on its 2 val videos, "
+        "steps of a tiny Cutie on the DAVIS + YouTube-VOS fixtures (48x48 crops), J&F on its 2 val videos, "
         "YouTube-VOS 2019 / MOSE / DAVIS test-dev submission archives from their fixtures.",
         datasets=("davis2017", "youtube_vos2019", "mose", "vos_static_images"), use_fixtures=True, arms={"cutie": {"num_blocks": 1}, "pixel_only": {"num_blocks": 0}},
         budget_minutes=1.5,

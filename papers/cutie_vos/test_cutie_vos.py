@@ -709,3 +709,31 @@ def test_davis_testdev_submission_from_the_first_annotation_only(tmp_path, monke
     files = _read_zip(archive)
     assert sorted(files) == [f"fx-testdev-0/{t:05d}.png" for t in range(8)] and count == 8 and "6812" in how
     assert all(im.mode == "P" and im.size == (96, 64) for im in files.values())
+
+
+@pytest.mark.unit
+def test_main_training_mixes_davis_and_youtube_clips(tmp_path, monkeypatch):
+    """Main training reads DAVIS + YouTube-VOS (official data=base): both sets are drawn,
+    clip i is a function of (seed, i), the per-set max skip is max_skip // frame interval
+    (2 for DAVIS, 5 for YouTube-VOS) and a 48 crop makes their frames one batch."""
+    from types import SimpleNamespace
+
+    import data_scripts
+    from papers.cutie_vos.data import VOSDataModule
+
+    monkeypatch.setenv("REPRO_DATA", str(tmp_path))
+    davis = data_scripts.build_fixture("davis2017") / "trainval"
+    yt = data_scripts.build_fixture("youtube_vos2019")
+    cfg = SimpleNamespace(source="davis", max_skip=15, train_clips=12, seq_length=3, num_objects=2, crop=48,
+                          batch_size=4, num_workers=0)
+    dm = VOSDataModule(cfg, davis, seed=0, youtube=yt)
+    dm.setup()
+    ds = dm.train_set
+    davis_set, yt_set = ds.sources
+    assert (davis_set.max_skip, yt_set.max_skip) == (7, 3) and yt_set.res == ""
+    assert yt_set.videos == ["yt-train-0", "yt-train-1"]
+    picked = {int(np.random.default_rng([0, i, 17]).choice(2, p=ds.p)) for i in range(12)}
+    assert picked == {0, 1}
+    assert torch.equal(ds[5]["frames"], ds[5]["frames"])
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["frames"].shape == (4, 3, 3, 48, 48) and batch["labels"].shape == (4, 2, 48, 48)
