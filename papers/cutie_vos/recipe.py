@@ -164,10 +164,11 @@ PROFILES = {
         "cpu", CPU,
         "Tiny Cutie vs the same network without the object transformer on synthetic videos with a crossing "
         "look-alike distractor; 3 seeds.",
-        # budget: the cpu run of the current code from a clean tree (20261129T095832Z-a1d725, commit 2c6b6c7)
-        # took 7.9 min wall on 1 thread with the shared 2-core machine at load 4.7-5.4, for 4.3 min of CPU
-        # time (user+sys); the run before it (20261129T071337Z-a86648, same verdicts and numbers) 11.4 min
-        # wall at load 7-9 for 4.1 min CPU. Alone on 2 cores the profile needs about 4-5 min; 10 = margin.
+        # budget: the cpu run of the current config from a clean tree (20261129T101952Z-9074e4, commit 9bf8203)
+        # took 4.1 min wall on 1 thread with the shared 2-core machine at load 3.4-5.5, for 3.6 min of CPU
+        # time (user+sys); earlier runs with the same numbers and verdicts: 7.9 min wall at load 4.7-5.4
+        # (20261129T095832Z-a1d725) and 11.4 min wall at load 7-9 (20261129T071337Z-a86648), for 4.1-4.3 min
+        # of CPU. Alone on 2 cores the profile needs about 4-5 min; 10 = margin.
         claims=CPU_CLAIMS, seeds=3, arms=ARMS, budget_minutes=10.0, slow=True,
     ),
     "smoke": Profile(
