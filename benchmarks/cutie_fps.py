@@ -12,22 +12,27 @@ benchmark answers that request with a randomly initialised torchvision ResNet st
 dict, so nothing is downloaded (speed does not depend on the weight values).
 
 Each call segments the whole clip from scratch (first frame with its mask, then every
-other frame); calls alternate between the two implementations (``interleaved_times``)
-and the median over ``--repeats`` rounds is reported as frames/s = frames / seconds.
+other frame). After one warm-up call each, ``--repeats`` rounds time every implementation
+once, in alternating order (ours first in even rounds, official first in odd ones), both
+wall time and this process's CPU time (user + sys; on a shared, loaded machine the CPU
+time of a one-thread run is the steadier measure of the work done). Reported: medians as
+frames/s = frames / seconds, and the per-round ratios ours/official (speed, so > 1 means
+ours is faster) with their median and range.
 
-    python benchmarks/cutie_fps.py --threads 2 --frames 8 [--official /path/to/Cutie]
+    python benchmarks/cutie_fps.py --threads 1 --frames 6 --repeats 6 [--official /path/to/Cutie]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
 
 from data_scripts._vos_synth import render_video
-from repro.measure import interleaved_times
 
 
 def ours(frames: torch.Tensor, first: torch.Tensor):
@@ -111,16 +116,39 @@ def main(argv=None) -> int:
             note = f"official implementation could not be built offline: {type(exc).__name__}: {exc}"
     else:
         note = "no --official checkout given: only ours is timed"
-    times = interleaved_times(calls, repeats=args.repeats, device="cpu")
+    wall, cpu = rounds(calls, args.repeats)
     print(f"Cutie-small inference, {args.frames} frames of {args.height}x{args.width}, CPU, "
           f"{torch.get_num_threads()} threads, median of {args.repeats} interleaved rounds")
-    for name, sec in times.items():
-        print(f"  {name:9s} {args.frames / sec:7.3f} frames/s  ({sec:.2f} s per clip, {params[name] / 1e6:.1f} M params)")
-    if "official" in times:
-        print(f"  speed ratio ours/official: {times['official'] / times['ours']:.2f}x (target >= 1.0x)")
+    for name in calls:
+        w, c = statistics.median(wall[name]), statistics.median(cpu[name])
+        print(f"  {name:9s} {args.frames / w:7.3f} frames/s  ({w:.2f} s wall, {c:.2f} s CPU per clip, "
+              f"{params[name] / 1e6:.1f} M params)")
+    if "official" in calls:
+        for label, samples in (("wall", wall), ("CPU", cpu)):
+            ratios = [o / u for o, u in zip(samples["official"], samples["ours"])]
+            print(f"  speed ratio ours/official ({label} time), per round: "
+                  + " ".join(f"{r:.2f}" for r in ratios)
+                  + f"; median {statistics.median(ratios):.2f}x, range {min(ratios):.2f}-{max(ratios):.2f}"
+                  + " (target >= 1.0x)")
     if note:
         print("  note:", note)
     return 0
+
+
+def rounds(calls: dict, repeats: int) -> tuple[dict, dict]:
+    """Per-round wall and CPU seconds of every call (one warm-up each; order alternates)."""
+    for fn in calls.values():
+        fn()
+    wall: dict = {k: [] for k in calls}
+    cpu: dict = {k: [] for k in calls}
+    names = list(calls)
+    for r in range(repeats):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            t0, c0 = time.perf_counter(), time.process_time()
+            calls[name]()
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    return wall, cpu
 
 
 if __name__ == "__main__":

@@ -59,8 +59,9 @@ def _texture(colour: np.ndarray, h: int, w: int, phase: float, period: float) ->
 
 
 def render_video(seed: int, n_frames: int, height: int, width: int, *,
-                 second_object: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Frames ``(T, H, W, 3) uint8`` and masks ``(T, H, W) uint8`` (0 bg, 1 target, 2 other)."""
+                 second_object: bool = False, second_from: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Frames ``(T, H, W, 3) uint8`` and masks ``(T, H, W) uint8`` (0 bg, 1 target, 2 other).
+    ``second_from``: the second object enters the video at that frame (absent before)."""
     rng = np.random.default_rng(seed)
     h, w = height, width
     bg = _background(rng, h, w)
@@ -99,7 +100,7 @@ def render_video(seed: int, n_frames: int, height: int, width: int, *,
         layers = [(m_t, tex_t, 1), (m_d, tex_d, 0)]
         if distractor_front is False:
             layers = layers[::-1]
-        if second_object:
+        if second_object and t >= second_from:
             ocx = w * (0.15 + 0.7 * (1 - s))
             ocy = oy0 + (oy1 - oy0) * s
             m_o = _shape_mask(o_kind, ocy, ocx, r * 0.8, r * 0.8, h, w)
@@ -190,3 +191,47 @@ def check_flat_layout(root: Path, name: str, need_meta: bool = False) -> None:
             raise DataMissing(f"{root.name}: video {v} has no annotation", hint=f"repro data prepare {name}")
     if need_meta and not (root / "meta.json").exists():
         raise DataMissing(f"{root / 'meta.json'} is missing", hint=f"repro data prepare {name}")
+
+
+def write_youtube_valid(valid: Path, all_frames: Path, videos: list[str], *, n_frames: int, height: int, width: int,
+                        seed: int, step: int = 5, late_at: int | None = None) -> None:
+    """A YouTube-VOS validation split: every frame in ``all_frames/JPEGImages/<video>/``
+    (``valid_all_frames``), every ``step``-th frame in ``valid/JPEGImages/<video>/``, the
+    first annotation of each object in ``valid/Annotations/<video>/`` (object 1 at frame 0;
+    with ``late_at``, object 2 enters at that frame (a multiple of ``step``) and its first
+    annotation is a PNG holding only it, as in the real split), and ``valid/meta.json``
+    listing each object's frames from its first appearance (the frames to submit)."""
+    import json
+
+    from PIL import Image
+
+    if late_at is not None and late_at % step:
+        raise ValueError("late_at must be one of the sparsely sampled frames")
+    palette = davis_palette()
+    meta_path = valid / "meta.json"
+    meta = json.loads(meta_path.read_text())["videos"] if meta_path.exists() else {}  # add to a split
+    for vid in videos:
+        frames, masks = render_video(seed * 100_003 + hash_name(vid), n_frames, height, width,
+                                     second_object=late_at is not None, second_from=late_at or 0)
+        for sub in (all_frames / "JPEGImages" / vid, valid / "JPEGImages" / vid, valid / "Annotations" / vid):
+            sub.mkdir(parents=True, exist_ok=True)
+        objects = {"1": {"category": "synthetic", "frames": []}}
+        if late_at is not None:
+            objects["2"] = {"category": "synthetic", "frames": []}
+        for t in range(n_frames):
+            name = f"{t:05d}"
+            Image.fromarray(frames[t]).save(all_frames / "JPEGImages" / vid / f"{name}.jpg", quality=95)
+            if t % step:
+                continue
+            Image.fromarray(frames[t]).save(valid / "JPEGImages" / vid / f"{name}.jpg", quality=95)
+            objects["1"]["frames"].append(name)
+            if late_at is not None and t >= late_at:
+                objects["2"]["frames"].append(name)
+            first = np.where(masks[t] == 1, 1, 0) if t == 0 else (np.where(masks[t] == 2, 2, 0) if t == late_at else None)
+            if first is not None:
+                im = Image.fromarray(first.astype(np.uint8), mode="P")
+                im.putpalette(palette)
+                im.save(valid / "Annotations" / vid / f"{name}.png")
+        meta[vid] = {"objects": objects}
+    valid.mkdir(parents=True, exist_ok=True)
+    meta_path.write_text(json.dumps({"videos": meta}))

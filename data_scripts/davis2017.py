@@ -106,8 +106,8 @@ def _zip_dir(src: Path, archive: Path) -> None:
 
 
 def make_fixture(root: Path) -> None:
-    """Synthetic DAVIS: trainval with 4 train / 2 val videos, test-dev with 1 video, each
-    8 frames of 64x96 (a look-alike distractor crosses the target; every second train
+    """Synthetic DAVIS: trainval with 4 train / 2 val videos, test-dev with 1 video (first
+    annotation only, as the real test-dev), each 8 frames of 64x96 (a look-alike distractor crosses the target; every second train
     video also has a second annotated object), zipped in the real raw layout."""
     from data_scripts._vos_synth import write_davis_layout
 
@@ -118,4 +118,6 @@ def make_fixture(root: Path) -> None:
         _zip_dir(tv, root / "raw" / TRAINVAL)
         td = Path(tmp) / "test-dev"
         write_davis_layout(td, {"test-dev": ["fx-testdev-0"]}, n_frames=8, height=64, width=96, seed=18)
+        for png in sorted((td / "Annotations" / "480p").glob("*/*.png"))[1:]:
+            png.unlink()  # test-dev publishes the first frame's annotation only
         _zip_dir(td, root / "raw" / TESTDEV)

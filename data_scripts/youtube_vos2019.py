@@ -81,17 +81,20 @@ def _zip(src: Path, folder: str, archive: Path) -> None:
 
 
 def make_fixture(root: Path) -> None:
-    """2 train and 1 val synthetic videos (6 frames, 48x64) in the raw archive layout;
-    val frames are named every 5th (00000, 00005, ...) with the first annotation only."""
-    from data_scripts._vos_synth import write_flat_layout
+    """2 train videos (6 frames, 48x64, frames named every 5th) and 2 val videos of 26
+    frames in the raw archive layout: ``valid_all_frames`` holds every frame, ``valid``
+    every 5th with the first annotation of each object; in ``yt-val-1`` a second object
+    enters at frame 10 (its first annotation is ``00010.png``), as objects do in the real
+    validation set."""
+    from data_scripts._vos_synth import write_flat_layout, write_youtube_valid
 
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         write_flat_layout(t / "train", ["yt-train-0", "yt-train-1"], n_frames=6, height=48, width=64, seed=19,
                           frame_step=5, meta=True)
-        write_flat_layout(t / "valid", ["yt-val-0"], n_frames=6, height=48, width=64, seed=20, annotate="first",
-                          frame_step=5, meta=True)
-        write_flat_layout(t / "valid_all_frames", ["yt-val-0"], n_frames=26, height=48, width=64, seed=20,
-                          annotate="first")
+        write_youtube_valid(t / "valid", t / "valid_all_frames", ["yt-val-0"], n_frames=26, height=48, width=64,
+                            seed=20)
+        write_youtube_valid(t / "valid", t / "valid_all_frames", ["yt-val-1"], n_frames=26, height=48, width=64,
+                            seed=21, late_at=10)
         for archive, folder in ARCHIVES.items():
             _zip(t / folder, folder, root / "raw" / archive)

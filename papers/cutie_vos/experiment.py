@@ -12,6 +12,7 @@ For the first seed a figure of predicted masks over frames is written to
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from PIL import Image
 
 from repro.metrics.vos import evaluate_jf
 
-from .data import VOSDataModule, ensure_synthetic, read_video, split_videos
+from .data import StaticDataModule, VOSDataModule, ensure_synthetic, read_video, split_videos
 from .model import CutieModule, segment_video
 
 
@@ -121,12 +122,72 @@ def masks_figure(shown: dict, root: Path, path: Path, title: str, n_cols: int = 
     plt.close(fig)
 
 
+def submissions(net, cfg, ctx) -> dict[str, float]:
+    """For each server-scored set in ``cfg.submit`` (YouTube-VOS 2019 val, MOSE val, DAVIS
+    2017 test-dev): predict its split with the trained network, write the archive its server takes into
+    ``<run>/submissions/`` and record the upload instruction there (``UPLOAD.md``) and in
+    the log. Returns the number of masks in each archive (no score: only the server has
+    the ground truth)."""
+    from .submission import SERVERS, make_submission
+
+    out = {}
+    sub_dir = Path(ctx.run_dir) / "submissions"
+    tag = "-".join(x for x in (ctx.arm, f"seed{ctx.seed}") if x)
+    for name in cfg.submit:
+        dataset = SERVERS[name]["dataset"]
+        if dataset not in ctx.data:
+            raise RuntimeError(f"cfg.submit names {name!r} but the profile does not list the {dataset} dataset")
+        archive, count, how = make_submission(net, Path(ctx.data[dataset]), name, sub_dir / f"{name}-{tag}.zip", cfg,
+                                              size=cfg.eval_size)
+        sub_dir.mkdir(parents=True, exist_ok=True)
+        with open(sub_dir / "UPLOAD.md", "a") as fh:
+            fh.write(f"- {how} ({count} masks)\n")
+        ctx.echo(f"[cutie_vos] {how} ({count} masks)")
+        out[f"{name}/submitted_masks"] = float(count)
+    return out
+
+
+def pretrain_config(cfg):
+    """The pre-training stage's configuration: short synthetic sequences from static images,
+    one object, its own step count, batch size, learning rate and crop (Config.pretrain_*)."""
+    return dataclasses.replace(cfg, max_steps=cfg.pretrain_steps, batch_size=cfg.pretrain_batch_size,
+                               lr=cfg.pretrain_lr, seq_length=cfg.pretrain_seq_length,
+                               num_ref_frames=cfg.pretrain_num_ref_frames, num_objects=1, crop=cfg.pretrain_crop,
+                               train_clips=cfg.pretrain_clips)
+
+
+def pretrain(cfg, ctx) -> tuple[dict | None, dict]:
+    """Static-image pre-training (the paper's first stage) when ``cfg.pretrain_steps > 0``:
+    trains under ``<unit>/pretrain`` (checkpointed and resumable like the main stage) and
+    returns the network's weights for main training, or None without the stage."""
+    if cfg.pretrain_steps <= 0:
+        return None, {}
+    if "vos_static_images" not in ctx.data:
+        raise RuntimeError("pretrain_steps > 0 needs the vos_static_images dataset in the profile")
+    pcfg = pretrain_config(cfg)
+    module = CutieModule(pcfg)
+    fit = dataclasses.replace(ctx, cfg=pcfg).fit_and_test(
+        module, StaticDataModule(pcfg, Path(ctx.data["vos_static_images"]), seed=ctx.seed), name="pretrain")
+    metrics = fit.get("metrics", {}) if isinstance(fit, dict) else {}
+    out = {f"pretrain/{k.split('/', 1)[-1]}": float(v) for k, v in metrics.items()
+           if k in ("train/loss", "test/clip_loss")}
+    return module.net.state_dict(), out
+
+
 def measure(cfg, ctx) -> dict[str, float]:
     root = data_root(cfg, ctx)
     torch.manual_seed(ctx.seed)
-    module = CutieModule(cfg)
-    dm = VOSDataModule(cfg, root, seed=ctx.seed)
     t0 = time.time()
+    weights, pre_metrics = pretrain(cfg, ctx)
+    module = CutieModule(cfg)
+    if weights is not None:
+        module.net.load_state_dict(weights)
+    youtube = None
+    if "youtube_vos2019" in cfg.train_sets and cfg.source == "davis":
+        if "youtube_vos2019" not in ctx.data:
+            raise RuntimeError("cfg.train_sets names youtube_vos2019 but the profile does not list that dataset")
+        youtube = Path(ctx.data["youtube_vos2019"])
+    dm = VOSDataModule(cfg, root, seed=ctx.seed, youtube=youtube)
     fit = ctx.fit_and_test(module, dm)
     train_s = time.time() - t0
     net = module.net.to("cpu" if ctx.device.type == "cpu" else ctx.device)
@@ -152,6 +213,8 @@ def measure(cfg, ctx) -> dict[str, float]:
                      "top: ground truth, bottom: prediction; M = memory frame")
     metrics = fit.get("metrics", {}) if isinstance(fit, dict) else {}
     out = {"jf": res.jf, "j": res.j, "f": res.f, "copy_first_jf": base.jf, "fps": fps, "train_seconds": train_s}
+    out.update(pre_metrics)
+    out.update(submissions(net, cfg, ctx))
     for key in ("train/loss", "test/clip_loss"):
         if key in metrics:
             out[key] = float(metrics[key])

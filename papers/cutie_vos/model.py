@@ -361,13 +361,19 @@ class ObjectTransformerBlock(nn.Module):
         return x, pixel, weights
 
 
+def _linear2d(lin: nn.Linear, x: Tensor) -> Tensor:
+    """``lin`` on the last dim through a 2D input: the same numbers, but the bias add is fused
+    into the matrix product (addmm), which a 3D input does not get on CPU."""
+    return lin(x.reshape(-1, x.shape[-1])).view(*x.shape[:-1], -1)
+
+
 def _cross(mha: MultiHeadAttention, q_in: Tensor, k_in: Tensor, v_in: Tensor, mask: Tensor | None,
            need_weights: bool):
     """Attention with separate query/key/value inputs through the shared MHA's
     projections and kernel (its forward takes one context for both keys and values)."""
-    q = mha.split(mha.q_proj(q_in))
-    k = mha.split(mha.k_proj(k_in))
-    v = mha.split(mha.v_proj(v_in))
+    q = mha.split(_linear2d(mha.q_proj, q_in))
+    k = mha.split(_linear2d(mha.k_proj, k_in))
+    v = mha.split(_linear2d(mha.v_proj, v_in))
     m = mask[:, None] if mask is not None else None
     if need_weights:
         from repro.blocks.attention import softmax_weights
@@ -377,7 +383,7 @@ def _cross(mha: MultiHeadAttention, q_in: Tensor, k_in: Tensor, v_in: Tensor, ma
     else:
         out = mha.attn(q, k, v, m)
     b, hh, L, d = out.shape
-    out = mha.out_proj(out.transpose(1, 2).reshape(b, L, hh * d))
+    out = _linear2d(mha.out_proj, out.transpose(1, 2).reshape(b, L, hh * d))
     return (out, wts) if need_weights else out
 
 
@@ -612,17 +618,67 @@ class MemorySchedule:
             if self.max_mem_frames > 1 else [mem_frames[0]]
 
 
+def argmax_objects(prob: Tensor) -> Tensor:
+    """``prob.argmax(0)`` for (N+1, H, W) probabilities (first index on ties, as argmax):
+    a running comparison over the few object channels, which on CPU is far cheaper than
+    the strided reduction over the leading dim."""
+    if prob.shape[0] > 8:
+        return prob.argmax(0)
+    best, lab = prob[0], torch.zeros(prob.shape[1:], dtype=torch.long, device=prob.device)
+    for i in range(1, prob.shape[0]):
+        lab.masked_fill_(prob[i] > best, i)
+        best = torch.maximum(best, prob[i])
+    return lab
+
+
+class _Bucket:
+    """Memory of the objects that first appeared in the same frame (the official memory
+    store's "bucket"): its own key memory, its first frame permanent, FIFO eviction of the
+    rest (``MemorySchedule.kept``). ``objs`` is the slice of the objects it holds."""
+
+    __slots__ = ("objs", "frames", "store")
+
+    def __init__(self, objs: slice) -> None:
+        self.objs, self.frames, self.store = objs, [], {}
+
+    def add(self, ti: int, key: Tensor, shrink: Tensor, value: Tensor, sched: MemorySchedule) -> None:
+        self.store[ti] = (key, shrink, value[:, self.objs])
+        self.frames.append(ti)
+        kept = sched.kept(self.frames)
+        for old in [i for i in self.store if i not in kept]:
+            del self.store[old]
+
+    def memory(self, sched: MemorySchedule) -> tuple[Tensor, Tensor, Tensor]:
+        kept = sched.kept(self.frames)
+        if len(kept) == 1:
+            return self.store[kept[0]]
+        return (torch.cat([self.store[i][0] for i in kept], 2), torch.cat([self.store[i][1] for i in kept], 2),
+                torch.cat([self.store[i][2] for i in kept], 3))
+
+
 @torch.no_grad()
 def segment_video(net: CutieNet, frames: Tensor, first_mask: Tensor, *, mem_every: int = 5,
-                  max_mem_frames: int = 5, top_k: int | None = 30,
-                  probs: list | None = None) -> tuple[Tensor, list[int]]:
+                  max_mem_frames: int = 5, top_k: int | None = 30, probs: list | None = None,
+                  later: dict[int, Tensor] | None = None) -> tuple[Tensor, list[int]]:
     """Semi-supervised VOS of one video: frames (T, 3, H, W) in [0, 1], first-frame masks
     (N, H, W) in {0, 1}. Returns per-pixel labels (T, H, W) (0 background, i = object i)
     and the indices of the memorised frames. Sensory memory is updated every frame
     (official stagger_updates=5 >= mem_every=5 means every frame), deep-updated on memory
     frames; object memory accumulates the summaries of all memorised frames. ``probs``: if a
-    list, each segmented frame's probabilities (N+1, H, W) (background first) are appended."""
+    list, each segmented frame's probabilities (N+1, H, W) (background first) are appended.
+
+    ``later`` (YouTube-VOS, where objects may first appear mid-video): ``{t: masks (K, H, W)}``
+    for objects whose first annotation is at frame ``t``; they are numbered after the
+    objects known so far. As in the official inference, the given masks override the
+    prediction of that frame (other objects' probabilities are zeroed under them), the
+    frame is memorised, the new objects start with an empty sensory memory, and their keys
+    and values go to a new memory bucket whose first frame is permanent. Each bucket is read
+    and fused separately (the "other objects" mask of the pixel fusion counts only the
+    bucket's objects), as the official memory manager does."""
     sched = MemorySchedule(mem_every, max_mem_frames)
+    dev = next(net.parameters()).device  # inputs follow the network (a GPU run reads CPU frames)
+    frames, first_mask = frames.to(dev), first_mask.to(dev)
+    later = {t: m.to(dev) for t, m in (later or {}).items()}
     # pad to a multiple of the coarsest stride, centred (the official pad_divide_by), crop at the end
     d = net.fine_stride * 4
     h0, w0 = frames.shape[-2:]
@@ -630,6 +686,7 @@ def segment_video(net: CutieNet, frames: Tensor, first_mask: Tensor, *, mem_ever
     pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
     if ph or pw:
         frames, first_mask = F.pad(frames, pad), F.pad(first_mask, pad)
+        later = {t: F.pad(m, pad) for t, m in later.items()}
     crop = (slice(pad[2], pad[2] + h0), slice(pad[0], pad[0] + w0))
     t_len = frames.shape[0]
     n = first_mask.shape[0]
@@ -637,35 +694,52 @@ def segment_video(net: CutieNet, frames: Tensor, first_mask: Tensor, *, mem_ever
     sensory = net.init_sensory(1, n, *key.shape[-2:], frames.device, frames.dtype)
     masks = first_mask[None].float()
     value, sensory, summ = net.encode_mask(frames[:1], pix, sensory, masks)
-    store = {0: (key.flatten(2), shrink.flatten(2), value.flatten(3))}
+    buckets = [_Bucket(slice(0, n))]
+    buckets[0].add(0, key.flatten(2), shrink.flatten(2), value.flatten(3), sched)
     obj_mem = summ
     mem_frames, last_mem = [0], 0
     labels = [torch.where(masks[0].amax(0) > 0.5, masks[0].argmax(0) + 1, torch.zeros_like(masks[0, 0])).long()]
     last = masks
     for ti in range(1, t_len):
         ms, pix, key, shrink, sel = net.encode_image(frames[ti:ti + 1])
-        kept = sched.kept(mem_frames)
-        mk = torch.cat([store[i][0] for i in kept], 2)
-        msh = torch.cat([store[i][1] for i in kept], 2)
-        mv = torch.cat([store[i][2] for i in kept], 3)
-        readout = net.read_pixel_memory(key, sel, mk, msh, mv, top_k)
-        r0 = net.fuse(pix, readout, sensory, last)
-        feat, _ = net.object_readout(r0, obj_mem)
-        sensory, _, agg = net.segment(ms, feat, sensory, out_size=frames.shape[-2:])
+        if len(buckets) == 1:
+            readout = net.read_pixel_memory(key, sel, *buckets[0].memory(sched), top_k)
+            feat, _ = net.object_readout(net.fuse(pix, readout, sensory, last), obj_mem)
+        else:  # per bucket, as the official reader does (its fusion's "other objects" are the bucket's)
+            feats = []
+            for b in buckets:
+                readout = net.read_pixel_memory(key, sel, *b.memory(sched), top_k)
+                r0 = net.fuse(pix, readout, sensory[:, b.objs], last[:, b.objs])
+                feats.append(net.object_readout(r0, obj_mem[:, b.objs] if obj_mem is not None else None)[0])
+            feat = torch.cat(feats, 1)
+        # the last frame's sensory update would never be read (the official core skips it too)
+        sensory, _, agg = net.segment(ms, feat, sensory, update_sensory=ti < t_len - 1, out_size=frames.shape[-2:])
         prob = torch.softmax(agg, dim=1)
+        new = later.get(ti)
+        if new is not None and new.shape[0] > 0:  # objects first annotated here join
+            known = prob[:, 1:].clone()
+            known[:, :, new.amax(0) > 0.5] = 0
+            prob = torch.softmax(soft_aggregate(torch.cat([known, new[None].to(known)], 1), dim=1), dim=1)
+            sensory = torch.cat([sensory, net.init_sensory(1, new.shape[0], *sensory.shape[-2:], sensory.device,
+                                                           sensory.dtype)], 1)
         if probs is not None:
             probs.append(prob[0][:, crop[0], crop[1]])
-        labels.append(prob[0].argmax(0))
+        labels.append(argmax_objects(prob[0]))
         last = prob[:, 1:]
-        if sched.is_mem_frame(ti, last_mem) and ti < t_len - 1:
+        joined = new is not None and new.shape[0] > 0
+        if (sched.is_mem_frame(ti, last_mem) or joined) and ti < t_len - 1:
             value, sensory, summ = net.encode_mask(frames[ti:ti + 1], pix, sensory, last)
-            store[ti] = (key.flatten(2), shrink.flatten(2), value.flatten(3))
+            k, s, v = key.flatten(2), shrink.flatten(2), value.flatten(3)
+            if joined:
+                buckets.append(_Bucket(slice(n, n + new.shape[0])))
+            for b in buckets:
+                b.add(ti, k, s, v, sched)
             if summ is not None:
-                obj_mem = obj_mem + summ
+                obj_mem = obj_mem + summ[:, :n] if not joined else torch.cat([obj_mem + summ[:, :n], summ[:, n:]], 1)
             mem_frames.append(ti)
             last_mem = ti
-            for old in [i for i in store if i not in sched.kept(mem_frames)]:
-                del store[old]
+        if joined:
+            n += new.shape[0]
     return torch.stack(labels)[:, crop[0], crop[1]], mem_frames
 
 

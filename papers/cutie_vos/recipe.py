@@ -36,13 +36,29 @@ class Config(TrainConfig):
     num_objects: int = 3
     crop: int = 480
     train_clips: int = 2_000_000
+    # main-training sets (official data=base: DAVIS + YouTubeVOS); only read with source="davis"
+    train_sets: tuple[str, ...] = ("davis2017", "youtube_vos2019")
     aux_weight: float = 0.01
+    # static-image pre-training stage before main training (official train_config.yaml pre_training:
+    # 80k iterations, batch 16, lr 1e-4, sequences of 3 frames, 2 memory frames, 1 object, 384 crop,
+    # on FSS/DUTS-TR/DUTS-TE/ECSSD/BIG/HRSOD); 0 steps = no pre-training (the cpu analogue)
+    pretrain_steps: int = 0
+    pretrain_batch_size: int = 16
+    pretrain_lr: float = 1e-4
+    pretrain_seq_length: int = 3
+    pretrain_num_ref_frames: int = 2
+    pretrain_crop: int = 384
+    pretrain_clips: int = 1_280_000
     weight_decay: float = 0.001
     # inference (official eval_config.yaml for d17-val / mose-val / y19-val)
     mem_every: int = 5
     max_mem_frames: int = 5
     top_k: int = 30
     eval_split: str = "val"
+    eval_size: int = 480  # server-scored sets: shorter side resized to this if larger (official size: 480)
+    # server-scored sets to predict and pack for upload (submission.SERVERS; their dataset must be
+    # in the profile's datasets): "youtube_vos2019", "mose", "davis2017_testdev"
+    submit: tuple[str, ...] = ()
     # data: "davis" reads cfg.data_dir (DAVIS layout); "synthetic" renders the CPU analogue's videos
     source: str = "davis"
     synth_train_videos: int = 24
@@ -65,7 +81,8 @@ PAPER = Paper(
 )
 
 SMALL = Config(max_steps=125_000, batch_size=16, lr=1e-4, gradient_clip_val=3.0, max_epochs=-1,
-               checkpoint_every_n_epochs=1)
+               checkpoint_every_n_epochs=1, submit=("youtube_vos2019", "mose", "davis2017_testdev"),
+               pretrain_steps=80_000)
 BASE = replace(SMALL, encoder="resnet50")
 
 # The CPU analogue: a tiny Cutie (random-init conv encoder, 2 object-transformer blocks,
@@ -76,13 +93,15 @@ CPU = replace(
     num_queries=8, num_blocks=2, num_heads=4, ff_dim=96, up_dims=(48, 24, 12),
     seq_length=4, num_ref_frames=3, max_skip=3, num_objects=1, crop=0, train_clips=600,
     batch_size=4, max_steps=150, max_epochs=1, lr=1e-3, checkpoint_every_n_epochs=0,
-    source="synthetic",
+    source="synthetic", submit=(), pretrain_steps=0,
 )
 
 SMOKE = replace(
     CPU, width=8, pixel_dim=16, key_dim=8, value_dim=16, sensory_dim=8, embed_dim=16, num_queries=4,
     num_blocks=1, num_heads=2, ff_dim=32, up_dims=(16, 8, 8), seq_length=3, num_objects=2, train_clips=4,
     batch_size=2, max_steps=2, max_epochs=1, source="davis", mem_every=2, max_mem_frames=3, top_k=8,
+    crop=48, submit=("youtube_vos2019", "mose", "davis2017_testdev"), pretrain_steps=2, pretrain_batch_size=2, pretrain_crop=32,
+    pretrain_clips=4,
 )
 
 ARMS = {"cutie": {"num_blocks": 2}, "pixel_only": {"num_blocks": 0}}
@@ -133,24 +152,30 @@ CPU_CLAIMS = (
 PROFILES = {
     "full": Profile(
         "full", SMALL,
-        "Cutie-small main training on DAVIS 2017 train (the paper adds YouTube-VOS 2019 and static-image "
-        "pre-training; README), evaluated on DAVIS 2017 val at 480p with the official memory schedule. No "
-        "claims: the paper's table numbers could not be confirmed against the paper text (README).",
-        datasets=("davis2017",), seeds=1, gpu_hours=40.0,
+        "Cutie-small static-image pre-training (80k steps on synthetic sequences from FSS/DUTS/ECSSD/BIG/HRSOD), "
+        "then main training on DAVIS 2017 train + YouTube-VOS 2019 train, evaluated on DAVIS 2017 val at 480p with the official memory schedule; "
+        "YouTube-VOS 2019 val, MOSE val and DAVIS 2017 test-dev predicted and packed for their servers "
+        "(<run>/submissions/, "
+        "upload instruction in UPLOAD.md). No claims: the paper's table numbers could not be confirmed "
+        "against the paper text (README).",
+        datasets=("davis2017", "youtube_vos2019", "mose", "vos_static_images"), seeds=1, gpu_hours=40.0,
     ),
     "cpu": Profile(
         "cpu", CPU,
         "Tiny Cutie vs the same network without the object transformer on synthetic videos with a crossing "
         "look-alike distractor; 3 seeds.",
-        # budget: the cpu run of the current code (20261129T071337Z-a86648) took 11.4 min wall on 1 thread
-        # with the shared 2-core machine at load 7-9, for 4.1 min of CPU time (user+sys); an earlier run of
-        # the pre-alignment model took 17.4 min wall at load 7-13 for 4.9 min CPU. Alone on 2 cores the
-        # profile needs about 4-5 min; 10 = margin.
+        # budget: the cpu run of the current config from a clean tree (20261129T101952Z-9074e4, commit 9bf8203)
+        # took 4.1 min wall on 1 thread with the shared 2-core machine at load 3.4-5.5, for 3.6 min of CPU
+        # time (user+sys); earlier runs with the same numbers and verdicts: 7.9 min wall at load 4.7-5.4
+        # (20261129T095832Z-a1d725) and 11.4 min wall at load 7-9 (20261129T071337Z-a86648), for 4.1-4.3 min
+        # of CPU. Alone on 2 cores the profile needs about 4-5 min; 10 = margin.
         claims=CPU_CLAIMS, seeds=3, arms=ARMS, budget_minutes=10.0, slow=True,
     ),
     "smoke": Profile(
-        "smoke", SMOKE, "Wiring only: 2 training steps of a tiny Cutie on the DAVIS fixture, J&F on its 2 val videos.",
-        datasets=("davis2017",), use_fixtures=True, arms={"cutie": {"num_blocks": 1}, "pixel_only": {"num_blocks": 0}},
+        "smoke", SMOKE, "Wiring only: 2 pre-training steps on synthetic sequences from the static-image fixture, 2 training "
+        "steps of a tiny Cutie on the DAVIS + YouTube-VOS fixtures (48x48 crops), J&F on its 2 val videos, "
+        "YouTube-VOS 2019 / MOSE / DAVIS test-dev submission archives from their fixtures.",
+        datasets=("davis2017", "youtube_vos2019", "mose", "vos_static_images"), use_fixtures=True, arms={"cutie": {"num_blocks": 1}, "pixel_only": {"num_blocks": 0}},
         budget_minutes=1.5,
     ),
 }
@@ -203,9 +228,13 @@ RECIPE = Recipe(
         "full-claims": "Absolute J&F/FPS numbers of Table 1 (MOSE val, DAVIS 2017 val/test-dev, YouTube-VOS 2019 "
                        "val, Cutie-small/base) could not be confirmed against the paper text offline; they are "
                        "listed as unconfirmed in the README and are not claims.",
-        "pre-training": "Static-image pre-training with synthetic sequences (FSS, DUTS, ECSSD, BIG, HRSOD) is not "
-                        "implemented; the full profile starts main training from random weights.",
-        "youtube-vos/mose": "YouTube-VOS 2019 and MOSE are gated and scored only by their servers; data scripts "
-                            "exist (manual steps) but the submission-archive writer is not implemented yet.",
+        "pre-training-tps": "The static-image pre-training stage omits the official thin-plate-spline warp "
+                            "(applied to a third of the frames there); the affine, crop and colour transforms "
+                            "are as in the official SyntheticVideoDataset (data.synthetic_sequence).",
+        "youtube-vos/mose": "YouTube-VOS 2019 val, MOSE val and DAVIS 2017 test-dev are scored only by their CodaLab "
+                            "servers (ground truth not public): the full profile predicts them with the trained network and writes the "
+                            "archives the servers take into <run>/submissions/ with the upload instruction in "
+                            "UPLOAD.md (submission.py); there is no claim on them because their Table 1 numbers are "
+                            "unconfirmed (README), so nothing awaits a server score in the ledger.",
     },
 )

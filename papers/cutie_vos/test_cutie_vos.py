@@ -367,13 +367,10 @@ def _load_official_into_ours(official_net, ours) -> None:
     ours.load_state_dict(new)
 
 
-@pytest.mark.unit
-@pytest.mark.parametrize("size", [(128, 192), (120, 200)])  # the second needs padding to the stride-16 grid
-def test_same_weights_give_the_official_segmentation(size):
-    """With the official network's (random) weights loaded, our Cutie-small reproduces the
-    official InferenceCore's per-frame probabilities on a 2-object, 9-frame clip (memory
-    every 2 frames, at most 3 memory frames, top-k 30). Needs a checkout of hkchengrex/Cutie in
-    $CUTIE_OFFICIAL and omegaconf; nothing of it is copied here."""
+def _official_pair():
+    """(official CUTIE, its eval cfg, our Cutie-small with the same weights), or skip.
+    Needs a checkout of hkchengrex/Cutie in $CUTIE_OFFICIAL and omegaconf; nothing of it
+    is copied here."""
     import os
     import sys
     from pathlib import Path
@@ -385,7 +382,6 @@ def test_same_weights_give_the_official_segmentation(size):
     import torchvision
 
     sys.path.insert(0, path)
-    from cutie.inference.inference_core import InferenceCore
     from cutie.model import cutie as cutie_mod
     from cutie.model.utils import resnet as official_resnet
 
@@ -406,6 +402,17 @@ def test_same_weights_give_the_official_segmentation(size):
 
     ours = build_net(SMALL).eval()
     _load_official_into_ours(official_net, ours)
+    return official_net, cfg, ours
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("size", [(128, 192), (120, 200)])  # the second needs padding to the stride-16 grid
+def test_same_weights_give_the_official_segmentation(size):
+    """With the official network's (random) weights loaded, our Cutie-small reproduces the
+    official InferenceCore's per-frame probabilities on a 2-object, 9-frame clip (memory
+    every 2 frames, at most 3 memory frames, top-k 30)."""
+    official_net, cfg, ours = _official_pair()
+    from cutie.inference.inference_core import InferenceCore
 
     from data_scripts._vos_synth import render_video
 
@@ -421,6 +428,39 @@ def test_same_weights_give_the_official_segmentation(size):
         _, mem = segment_video(ours, frames, first, mem_every=2, max_mem_frames=3, top_k=30, probs=mine)
     assert mem == [0, 2, 4, 6]  # frames 7 and 8 read [0, 4, 6]: the FIFO eviction is exercised
     for t in range(1, 9):
+        torch.testing.assert_close(mine[t - 1], theirs[t], rtol=1e-4, atol=1e-4, msg=f"frame {t}")
+
+
+@pytest.mark.unit
+def test_late_object_matches_the_official_segmentation():
+    """YouTube-VOS case: object 2 is first annotated at frame 3 (not memory-schedule frame);
+    the official InferenceCore gets that frame's mask with objects=[2] (its use_all_masks
+    path). Ours gets it through ``later``; every frame's probabilities must agree, which
+    checks the merge of the given mask, the new object's empty sensory memory, its own
+    memory bucket (first frame permanent) and the eviction in both buckets."""
+    official_net, cfg, ours = _official_pair()
+    from cutie.inference.inference_core import InferenceCore
+
+    from data_scripts._vos_synth import render_video
+
+    f, m = render_video(11, 10, 128, 192, second_object=True)
+    frames = torch.from_numpy(f).permute(0, 3, 1, 2).float() / 255.0
+    first = torch.from_numpy(m[0] == 1).float()[None]
+    late = torch.from_numpy(m[3] == 2).float()[None]
+    with torch.inference_mode():
+        core = InferenceCore(official_net, cfg)
+        theirs = [core.step(frames[0], torch.from_numpy((m[0] == 1).astype(np.int64)), objects=[1])]
+        for t in range(1, 10):
+            if t == 3:
+                theirs.append(core.step(frames[t], torch.from_numpy((m[3] == 2).astype(np.int64) * 2), objects=[2]))
+            else:
+                theirs.append(core.step(frames[t], end=(t == 9)))
+        mine: list = []
+        labels, mem = segment_video(ours, frames, first, mem_every=2, max_mem_frames=3, top_k=30, probs=mine,
+                                    later={3: late})
+    assert mem == [0, 2, 3, 5, 7]  # frame 3 is memorised because the object joins; the schedule restarts there
+    assert int(labels[:3].max()) == 1 and int(labels[3:].max()) == 2
+    for t in range(1, 10):
         torch.testing.assert_close(mine[t - 1], theirs[t], rtol=1e-4, atol=1e-4, msg=f"frame {t}")
 
 
@@ -449,3 +489,251 @@ def test_inference_in_place_memory_path_matches_the_autograd_path():
     torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-6)
     with torch.inference_mode():
         torch.testing.assert_close(topk_softmax(memory_similarity(mk, ms, qk, qe), 7), ref, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- server submissions
+
+
+def _relabel_annotations(root, mapping):
+    """Rewrite every annotation PNG of a prepared split with new object ids (palette kept)."""
+    for png in sorted(root.rglob("Annotations/*/*.png")):
+        im = Image.open(png)
+        pal = im.getpalette()
+        lab = np.asarray(im).copy()
+        out = np.zeros_like(lab)
+        for old, new in mapping.items():
+            out[lab == old] = new
+        new_im = Image.fromarray(out, mode="P")
+        new_im.putpalette(pal)
+        new_im.save(png)
+
+
+def _submission_cfg():
+    from types import SimpleNamespace
+
+    return SimpleNamespace(mem_every=2, max_mem_frames=3, top_k=8)
+
+
+def _read_zip(path):
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        return {n: Image.open(io.BytesIO(zf.read(n))) for n in zf.namelist()}
+
+
+@pytest.mark.unit
+def test_youtube_submission_layout_frames_ids_and_late_object(tmp_path, monkeypatch):
+    """YouTube-VOS 2019 archive from the fixture: ``Annotations/<video>/<frame>.png``,
+    exactly the frames meta.json lists (every 5th of the 26 inferred frames), palette PNGs
+    with the annotation's palette and object ids (relabelled to 5 and 9 here), and the
+    object that first appears at frame 10 absent before it and present, from its given
+    mask, at it."""
+    import shutil
+
+    import data_scripts
+    from papers.cutie_vos.submission import make_submission, required_frames
+
+    monkeypatch.setenv("REPRO_DATA", str(tmp_path / "data"))
+    root = tmp_path / "yt"
+    shutil.copytree(data_scripts.build_fixture("youtube_vos2019"), root)
+    _relabel_annotations(root / "valid", {1: 5, 2: 9})
+    torch.manual_seed(0)
+    net = _tiny_net().eval()
+    archive, count, how = make_submission(net, root, "youtube_vos2019", tmp_path / "sub" / "y19.zip",
+                                          _submission_cfg())
+    assert archive.exists() and "codalab" in how and str(archive) in how
+    files = _read_zip(archive)
+    req = required_frames(root / "valid" / "meta.json")
+    expected = {f"Annotations/{v}/{f}.png" for v, frames in req.items() for f in frames}
+    assert set(files) == expected and count == len(expected) == 12
+    palette = Image.open(root / "valid" / "Annotations" / "yt-val-1" / "00000.png").getpalette()
+    for name, im in files.items():
+        assert im.mode == "P" and im.getpalette() == palette and im.size == (64, 48), name
+        assert set(np.unique(np.asarray(im)).tolist()) <= {0, 5, 9}, name
+    first = np.asarray(files["Annotations/yt-val-1/00000.png"])
+    assert np.array_equal(first, np.asarray(Image.open(root / "valid" / "Annotations" / "yt-val-1" / "00000.png")))
+    for f in ("00000", "00005"):
+        assert 9 not in np.asarray(files[f"Annotations/yt-val-1/{f}.png"]), "object 9 is not there yet"
+    given = np.asarray(Image.open(root / "valid" / "Annotations" / "yt-val-1" / "00010.png")) == 9
+    assert given.any() and (np.asarray(files["Annotations/yt-val-1/00010.png"])[given] == 9).all()
+    assert all(9 not in np.asarray(im) for n, im in files.items() if "yt-val-0" in n), "no late object there"
+
+
+@pytest.mark.unit
+def test_mose_submission_has_every_frame_at_the_zip_root(tmp_path, monkeypatch):
+    import shutil
+
+    import data_scripts
+    from papers.cutie_vos.submission import make_submission
+
+    monkeypatch.setenv("REPRO_DATA", str(tmp_path / "data"))
+    root = tmp_path / "mose"
+    shutil.copytree(data_scripts.build_fixture("mose"), root)
+    torch.manual_seed(1)
+    archive, count, how = make_submission(_tiny_net().eval(), root, "mose", tmp_path / "mose.zip",
+                                          _submission_cfg())
+    files = _read_zip(archive)
+    frames = sorted(p.stem for p in (root / "valid" / "JPEGImages" / "mose-val-0").glob("*.jpg"))
+    assert sorted(files) == [f"mose-val-0/{f}.png" for f in frames] and count == len(frames) == 6
+    assert all(im.mode == "P" and set(np.unique(np.asarray(im)).tolist()) <= {0, 1} for im in files.values())
+    assert "10703" in how
+
+
+@pytest.mark.unit
+def test_archive_round_trip_and_resize_back(tmp_path):
+    """write_archive keeps every mask byte for byte under the inner folder; a video whose
+    shorter side exceeds ``size`` is segmented smaller and written at its own size."""
+    from papers.cutie_vos.submission import _resized, predict_video, write_archive
+
+    assert _resized(720, 1280, 480) == (480, 853) and _resized(1280, 720, 480) == (853, 480)
+    assert _resized(480, 854, 480) is None and _resized(40, 60, -1) is None
+    from data_scripts._vos_synth import davis_palette, render_video
+
+    f, m = render_video(4, 5, 40, 56, second_object=True)
+    img_dir, ann_dir = tmp_path / "img", tmp_path / "ann"
+    img_dir.mkdir()
+    ann_dir.mkdir()
+    for t in range(5):
+        Image.fromarray(f[t]).save(img_dir / f"{t:05d}.jpg")
+    ann = Image.fromarray(m[0], mode="P")
+    ann.putpalette(davis_palette())
+    ann.save(ann_dir / "00000.png")
+    torch.manual_seed(2)
+    out = tmp_path / "pred" / "vid"
+    n = predict_video(_tiny_net().eval(), img_dir, ann_dir, out, _submission_cfg(), use_all_masks=False, size=24)
+    assert n == 5 and all(Image.open(p).size == (56, 40) for p in out.glob("*.png"))
+    archive = write_archive(tmp_path / "pred", tmp_path / "a.zip", "Annotations")
+    import zipfile
+
+    with zipfile.ZipFile(archive) as zf:
+        assert sorted(zf.namelist()) == [f"Annotations/vid/{t:05d}.png" for t in range(5)]
+        for t in range(5):
+            assert zf.read(f"Annotations/vid/{t:05d}.png") == (out / f"{t:05d}.png").read_bytes()
+
+
+# --------------------------------------------------------------------------- static-image pre-training
+
+
+@pytest.mark.unit
+def test_synthetic_sequence_deforms_frames_and_keeps_masks_aligned():
+    """One image -> a pseudo video: frames differ (independent per-frame deformations), the
+    masks stay binary and on the object (a red square on a dark background here), and the
+    same generator seed gives the same sequence."""
+    from papers.cutie_vos.data import synthetic_sequence
+
+    img = torch.full((3, 60, 80), 0.1)
+    mask = torch.zeros(1, 60, 80)
+    img[0, 15:45, 25:55] = 0.95
+    mask[0, 15:45, 25:55] = 1
+    frames, masks = synthetic_sequence(img, mask, np.random.default_rng(3), seq_length=3, size=48)
+    again, _ = synthetic_sequence(img, mask, np.random.default_rng(3), seq_length=3, size=48)
+    assert frames.shape == (3, 3, 48, 48) and masks.shape == (3, 48, 48)
+    assert torch.equal(frames, again)
+    assert set(torch.unique(masks).tolist()) <= {0.0, 1.0}
+    assert not torch.equal(masks[0], masks[1]) and not torch.equal(masks[1], masks[2])
+    for t in range(3):
+        m = masks[t] > 0.5
+        if m.sum() > 20 and (~m).sum() > 20:
+            red = frames[t, 0] - frames[t, 1]
+            assert red[m].mean() > red[~m].mean() + 0.4, f"frame {t}: mask not on the red object"
+
+
+@pytest.mark.unit
+def test_static_clips_from_the_fixture_and_official_stage_settings(tmp_path, monkeypatch):
+    import data_scripts
+    from data_scripts.vos_static_images import image_pairs
+    from papers.cutie_vos.data import StaticSequenceDataset
+    from papers.cutie_vos.experiment import pretrain_config
+    from papers.cutie_vos.recipe import PROFILES, SMALL
+
+    monkeypatch.setenv("REPRO_DATA", str(tmp_path))
+    root = data_scripts.build_fixture("vos_static_images")
+    pairs = image_pairs(root)
+    assert len(pairs) == 14 and dict((p.parent.name, m) for p, m in pairs)["BIG_small"] == 5
+    ds = StaticSequenceDataset(pairs, num_clips=4, seq_length=3, size=32, num_objects=2, seed=0)
+    assert len(ds.images) == 2 * 2 + 2 * 3 + 2 * 5 * 2  # fss 2x2, three sets x2, BIG/HRSOD x2 x5
+    item = ds[1]
+    assert item["frames"].shape == (3, 3, 32, 32) and item["first_mask"].shape == (2, 32, 32)
+    assert item["labels"].shape == (2, 32, 32) and int(item["first_mask"][1].sum()) == 0
+    assert torch.equal(item["frames"], ds[1]["frames"])
+    p = pretrain_config(SMALL)  # official train_config.yaml pre_training
+    assert (p.max_steps, p.batch_size, p.lr, p.seq_length, p.num_ref_frames, p.num_objects, p.crop) == \
+        (80_000, 16, 1e-4, 3, 2, 1, 384)
+    assert PROFILES["smoke"].config.pretrain_steps > 0 and "vos_static_images" in PROFILES["smoke"].datasets
+    assert PROFILES["cpu"].config.pretrain_steps == 0
+
+
+# --------------------------------------------------------------------------- inference fast paths
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("n", [1, 2, 4, 12])
+def test_argmax_objects_matches_argmax_including_ties(n):
+    from papers.cutie_vos.model import argmax_objects
+
+    torch.manual_seed(n)
+    prob = torch.rand(n, 7, 9).round(decimals=1)  # many exact ties
+    assert torch.equal(argmax_objects(prob), prob.argmax(0))
+    prob[:, 0, 0] = 0.5  # all channels tied: the first index wins
+    assert int(argmax_objects(prob)[0, 0]) == 0
+
+
+@pytest.mark.unit
+def test_linear2d_matches_linear_in_values_and_gradients():
+    from papers.cutie_vos.model import _linear2d
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(6, 5)
+    x = torch.randn(3, 7, 6, requires_grad=True)
+    a = _linear2d(lin, x)
+    b = lin(x)
+    torch.testing.assert_close(a, b)
+    (ga,) = torch.autograd.grad(a.square().sum(), x)
+    (gb,) = torch.autograd.grad(b.square().sum(), x)
+    torch.testing.assert_close(ga, gb)
+
+
+@pytest.mark.unit
+def test_davis_testdev_submission_from_the_first_annotation_only(tmp_path, monkeypatch):
+    import data_scripts
+    from papers.cutie_vos.submission import make_submission
+
+    monkeypatch.setenv("REPRO_DATA", str(tmp_path / "data"))
+    root = data_scripts.build_fixture("davis2017")
+    anns = sorted((root / "test-dev" / "Annotations" / "480p" / "fx-testdev-0").glob("*.png"))
+    assert [p.name for p in anns] == ["00000.png"], "the test-dev fixture publishes the first annotation only"
+    torch.manual_seed(3)
+    archive, count, how = make_submission(_tiny_net().eval(), root, "davis2017_testdev", tmp_path / "d17.zip",
+                                          _submission_cfg())
+    files = _read_zip(archive)
+    assert sorted(files) == [f"fx-testdev-0/{t:05d}.png" for t in range(8)] and count == 8 and "6812" in how
+    assert all(im.mode == "P" and im.size == (96, 64) for im in files.values())
+
+
+@pytest.mark.unit
+def test_main_training_mixes_davis_and_youtube_clips(tmp_path, monkeypatch):
+    """Main training reads DAVIS + YouTube-VOS (official data=base): both sets are drawn,
+    clip i is a function of (seed, i), the per-set max skip is max_skip // frame interval
+    (2 for DAVIS, 5 for YouTube-VOS) and a 48 crop makes their frames one batch."""
+    from types import SimpleNamespace
+
+    import data_scripts
+    from papers.cutie_vos.data import VOSDataModule
+
+    monkeypatch.setenv("REPRO_DATA", str(tmp_path))
+    davis = data_scripts.build_fixture("davis2017") / "trainval"
+    yt = data_scripts.build_fixture("youtube_vos2019")
+    cfg = SimpleNamespace(source="davis", max_skip=15, train_clips=12, seq_length=3, num_objects=2, crop=48,
+                          batch_size=4, num_workers=0)
+    dm = VOSDataModule(cfg, davis, seed=0, youtube=yt)
+    dm.setup()
+    ds = dm.train_set
+    davis_set, yt_set = ds.sources
+    assert (davis_set.max_skip, yt_set.max_skip) == (7, 3) and yt_set.res == ""
+    assert yt_set.videos == ["yt-train-0", "yt-train-1"]
+    picked = {int(np.random.default_rng([0, i, 17]).choice(2, p=ds.p)) for i in range(12)}
+    assert picked == {0, 1}
+    assert torch.equal(ds[5]["frames"], ds[5]["frames"])
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["frames"].shape == (4, 3, 3, 48, 48) and batch["labels"].shape == (4, 2, 48, 48)
