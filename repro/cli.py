@@ -486,15 +486,26 @@ def index_cmd(check_only: bool = typer.Option(False, "--check")) -> int:
 # ---------------------------------------------------------------------------- entry point
 
 
+_MAIN_PID = os.getpid()
+
+
 def _sigterm_as_interrupt(signum, frame):  # noqa: ARG001
     # Schedulers (SLURM preemption, `timeout`, docker stop) send SIGTERM: treat it like Ctrl-C, so a
     # run stops at once with its finished units and last checkpoint kept and a --resume hint.
+    if os.getpid() != _MAIN_PID:
+        # a forked child inherited this handler (a multiprocessing pool that a library ends with
+        # terminate(), a DataLoader worker): die of the signal as it would have without repro
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_SILENT", "true")
+    global _MAIN_PID
     if threading.current_thread() is threading.main_thread():
+        _MAIN_PID = os.getpid()
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         rv = app(args=argv, prog_name="repro", standalone_mode=False)

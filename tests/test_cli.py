@@ -233,3 +233,25 @@ def test_unit_flag_is_internal():
     proc = subprocess.run([PY, "-m", "repro", "run", "attention_sdm", "-p", "cpu", "--unit", "seed0"],
                           capture_output=True, text=True, env=_env(), cwd=ROOT)
     assert proc.returncode == 2 and "--unit is internal" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_sigterm_in_a_forked_child_ends_the_child_quietly():
+    """Pool workers forked during a run inherit repro's SIGTERM handler; a library that ends
+    its pool with terminate() must see them die of the signal, not raise KeyboardInterrupt."""
+    import multiprocessing as mp
+
+    from repro import cli
+
+    previous = signal.signal(signal.SIGTERM, cli._sigterm_as_interrupt)
+    try:
+        ctx = mp.get_context("fork")
+        proc = ctx.Process(target=time.sleep, args=(30,))
+        proc.start()
+        time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.join(10)
+        assert proc.exitcode == -signal.SIGTERM  # killed by the signal (default action), no traceback
+        with pytest.raises(KeyboardInterrupt):  # the main process still turns it into an interruption
+            cli._sigterm_as_interrupt(signal.SIGTERM, None)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
