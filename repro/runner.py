@@ -91,15 +91,17 @@ class RunContext:
             prefix = f"seed{self.seed}/" + (f"{self.arm}/" if self.arm else "")
             self.tracker.log({prefix + k: v for k, v in metrics.items()})
 
-    def fit_and_test(self, model, datamodule, name: str = "") -> dict[str, Any]:
+    def fit_and_test(self, model, datamodule, name: str = "", cfg: Any = None) -> dict[str, Any]:
         """Train and test one model with the engine's Trainer (checkpointed under
-        this unit, resumed from ``last.ckpt`` when present)."""
+        this unit, or under ``name`` within it; resumed from ``last.ckpt`` when present).
+        ``cfg``: the config whose schedule (max_epochs, max_steps, clipping, ...) the Trainer
+        follows, for one stage of a multi-stage recipe; default: the unit's config."""
         from .training import fit_and_test, last_checkpoint, make_trainer
 
         sub = self.unit_dir / name if name else self.unit_dir
         logger = self.tracker.lightning_logger(f"seed{self.seed}/{self.arm or 'main'}/{name}".rstrip("/")) \
             if self.tracker is not None else None
-        trainer = make_trainer(self.cfg, self.trainer_options, sub, logger=logger)
+        trainer = make_trainer(self.cfg if cfg is None else cfg, self.trainer_options, sub, logger=logger)
         return fit_and_test(model, datamodule, trainer, ckpt_path=last_checkpoint(sub))
 
 

@@ -20,7 +20,6 @@ throughput. Metric keys: ``<backend>/eer``, ``<backend>/min_dcf`` (p_target =
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -177,12 +176,11 @@ def benchmark_extraction(encoder: torch.nn.Module, corpus: Corpus, rels: list[st
             "bench/audio_s_per_utt": audio_s / max(len(rels), 1)}
 
 
-def _stage(ctx, **kw):
-    """A RunContext whose Trainer uses this stage's schedule (the engine's make_trainer
-    reads max_epochs/max_steps/... from ``ctx.cfg``)."""
+def _stage(**kw) -> TrainConfig:
+    """The Trainer schedule of one training stage (``ctx.fit_and_test(..., cfg=)``)."""
     base = dict(limit_val_batches=0, log_every_n_steps=5)
     base.update(kw)
-    return dataclasses.replace(ctx, cfg=TrainConfig(**base))
+    return TrainConfig(**base)
 
 
 def corpus_root(cfg, ctx) -> Path:
@@ -221,8 +219,8 @@ def measure(cfg, ctx) -> dict[str, float]:
     else:
         module = EncoderModule(cfg, len(speakers))
         dm = EncoderData(feats, corpus, cfg.crop_frames, cfg.encoder_batch, ctx.seed, cfg.num_workers)
-        out = _stage(ctx, max_epochs=cfg.encoder_epochs, max_steps=cfg.encoder_max_steps,
-                     batch_size=cfg.encoder_batch).fit_and_test(module, dm, "encoder")
+        out = ctx.fit_and_test(module, dm, "encoder", cfg=_stage(
+            max_epochs=cfg.encoder_epochs, max_steps=cfg.encoder_max_steps, batch_size=cfg.encoder_batch))
         enc = module.encoder
         t0 = time.perf_counter()
         store = {
@@ -277,8 +275,8 @@ def measure(cfg, ctx) -> dict[str, float]:
     seed_everything(ctx.seed)
     bmod = BackendModule(cfg, b_emb.shape[1])
     bdm = BackendData(b_emb, b_lab, sets, cfg.backend_n_spks, cfg.backend_n_utts, n_batches, ctx.seed)
-    bout = _stage(ctx, max_epochs=cfg.backend_epochs, gradient_clip_val=cfg.backend_clip).fit_and_test(
-        bmod, bdm, "backend")
+    bout = ctx.fit_and_test(bmod, bdm, "backend",
+                            cfg=_stage(max_epochs=cfg.backend_epochs, gradient_clip_val=cfg.backend_clip))
     scores["attention"] = trial_scores(bmod.centres, test_c, mi, ti)
     metrics["attention/train_loss_per_trial"] = float(bout["metrics"].get("train/loss", float("nan")))
 
