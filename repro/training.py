@@ -76,8 +76,10 @@ class TensorBatches(Dataset):
     def __len__(self) -> int:
         return self.n
 
-    def __getitem__(self, i: int):
-        return self.__getitems__([i])
+    def __getitem__(self, i: int):  # one row (DataLoaders with a batch sampler use __getitems__)
+        if self.named:
+            return {k: v[i] for k, v in self.tensors.items()}
+        return tuple(t[i] for t in self.tensors)
 
     def __getitems__(self, idx):
         idx = torch.as_tensor(idx)

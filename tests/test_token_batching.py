@@ -71,4 +71,4 @@ def test_tensor_batches_gather_whole_batches_as_tuples_or_dicts():
     named = TensorBatches({"x": x, "y": y})
     first = next(iter(DataLoader(named, batch_size=3, collate_fn=keep_batch)))
     assert set(first) == {"x", "y"} and first["y"].tolist() == [0, 10, 20]
-    assert named[4]["y"].tolist() == [40]
+    assert named[4]["y"].item() == 40 and torch.equal(tup[2][0], x[2])

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader
 
 from repro.blocks.seq2seq import shift_right
 from repro.bpe import BOS_ID as BOS
 from repro.bpe import EOS_ID as EOS
 from repro.bpe import PAD_ID as PAD
 from repro.bpe import UNK_ID as UNK
-from repro.training import SeededRandomSampler
+from repro.training import SeededRandomSampler, TensorBatches, keep_batch
 
 # the family's special ids (repro.bpe: pad/unk/bos/eos = 0/1/2/3); <unk> never occurs here
 FIRST_SYMBOL = max(PAD, UNK, BOS, EOS) + 1
@@ -58,25 +58,6 @@ def decoder_input(tgt: torch.Tensor) -> torch.Tensor:
     return shift_right(tgt, BOS, EOS, PAD)
 
 
-class _Split(Dataset):
-    def __init__(self, t: dict[str, torch.Tensor]) -> None:
-        self.t = t
-
-    def __len__(self) -> int:
-        return len(self.t["src"])
-
-    def __getitem__(self, i):
-        return {k: v[i] for k, v in self.t.items()}
-
-    def __getitems__(self, idx):  # one gather per batch instead of collating single rows
-        idx = torch.as_tensor(idx)
-        return {k: v[idx] for k, v in self.t.items()}
-
-
-def _identity(batch):
-    return batch
-
-
 class SortData(L.LightningDataModule):
     """train / val / importance / test splits. ``importance`` is the held-out set on which
     head-importance scores are estimated (never the test set)."""
@@ -91,17 +72,17 @@ class SortData(L.LightningDataModule):
         if self.train is not None:
             return
         c = self.cfg
-        mk = lambda n, k: _Split(make_split(n, c.n_symbols, c.min_len, c.max_len, self.seed * 4 + k))  # noqa: E731
+        mk = lambda n, k: TensorBatches(make_split(n, c.n_symbols, c.min_len, c.max_len, self.seed * 4 + k))  # noqa: E731
         self.train, self.val = mk(c.train_size, 0), mk(c.val_size, 1)
         self.importance, self.test = mk(c.importance_size, 2), mk(c.test_size, 3)
 
     def train_dataloader(self):
         sampler = BatchSampler(SeededRandomSampler(len(self.train), self.seed), self.cfg.batch_size, drop_last=True)
-        return DataLoader(self.train, batch_sampler=sampler, collate_fn=_identity)
+        return DataLoader(self.train, batch_sampler=sampler, collate_fn=keep_batch)
 
     def _plain(self, ds):
         return DataLoader(ds, batch_sampler=BatchSampler(range(len(ds)), self.cfg.eval_batch_size, drop_last=False),
-                          collate_fn=_identity)
+                          collate_fn=keep_batch)
 
     def val_dataloader(self):
         return self._plain(self.val)
