@@ -49,6 +49,7 @@ class Config(TrainConfig):
     pretrain_num_ref_frames: int = 2
     pretrain_crop: int = 384
     pretrain_clips: int = 1_280_000
+    pretrain_tps_prob: float = 0.0  # official 0.33: thin-plate-spline warp of a frame (static_dataset.py)
     weight_decay: float = 0.001
     # official training details (cutie/config/train_config.yaml, model/base.yaml); the defaults keep the
     # cpu analogue's original training (all-pixel CE + Dice with BCE auxiliary losses, deep update on every
@@ -105,7 +106,7 @@ SMALL = Config(max_steps=125_000, batch_size=16, lr=1e-4, gradient_clip_val=3.0,
                checkpoint_every_n_epochs=1, submit=("youtube_vos2019", "mose", "davis2017_testdev"),
                pretrain_steps=80_000, point_supervision=True, deep_update_prob=0.2, ref_sampling="random",
                sensory_aux=True, pretrained_backbone=True, backbone_lr_ratio=0.1, embed_weight_decay=0.0,
-               lr_schedule="step", lr_schedule_steps=(100_000, 115_000))
+               lr_schedule="step", lr_schedule_steps=(100_000, 115_000), pretrain_tps_prob=0.33)
 BASE = replace(SMALL, encoder="resnet50")
 
 # The CPU analogue: a tiny Cutie (random-init conv encoder, 2 object-transformer blocks,
@@ -132,7 +133,7 @@ SMOKE = replace(
     # wiring of the full profile's training path (random-init backbones: no download in CI)
     point_supervision=True, train_num_points=64, pretrain_num_points=32, deep_update_prob=0.2,
     ref_sampling="random", sensory_aux=True, backbone_lr_ratio=0.1, embed_weight_decay=0.0, lr_schedule="step",
-    lr_schedule_steps=(1,),
+    lr_schedule_steps=(1,), pretrain_tps_prob=0.33,
 )
 
 ARMS = {"cutie": {"num_blocks": 2}, "pixel_only": {"num_blocks": 0}}
@@ -261,9 +262,6 @@ RECIPE = Recipe(
         "full-claims": "Absolute J&F/FPS numbers of Table 1 (MOSE val, DAVIS 2017 val/test-dev, YouTube-VOS 2019 "
                        "val, Cutie-small/base) could not be confirmed against the paper text offline; they are "
                        "listed as unconfirmed in the README and are not claims.",
-        "pre-training-tps": "The static-image pre-training stage omits the official thin-plate-spline warp "
-                            "(applied to a third of the frames there); the affine, crop and colour transforms "
-                            "are as in the official SyntheticVideoDataset (data.synthetic_sequence).",
         "youtube-vos/mose": "YouTube-VOS 2019 val, MOSE val and DAVIS 2017 test-dev are scored only by their CodaLab "
                             "servers (ground truth not public): the full profile predicts them with the trained network and writes the "
                             "archives the servers take into <run>/submissions/ with the upload instruction in "

@@ -940,6 +940,7 @@ def test_cpu_analogue_keeps_its_original_training():
             SMALL.deep_update_prob, SMALL.backbone_lr_ratio, SMALL.embed_weight_decay, SMALL.lr_schedule,
             SMALL.lr_schedule_steps, SMALL.gradient_clip_val, SMALL.weight_decay, SMALL.pretrained_backbone) == (
         True, 12544, 3.0, 0.75, 0.2, 0.1, 0.0, "step", (100_000, 115_000), 3.0, 0.001, True)
+    assert (SMALL.pretrain_num_points, SMALL.pretrain_tps_prob) == (8192, 0.33)
 
 
 @pytest.mark.unit
@@ -965,3 +966,28 @@ def test_imagenet_init_keeps_rgb_filters_and_adds_orthogonal_mask_channels():
     torch.testing.assert_close(extra @ extra.T, torch.eye(64), atol=1e-4, rtol=0)
     torch.testing.assert_close(enc.layer3[1].conv2.weight, src["layer3.1.conv2.weight"])
     torch.testing.assert_close(enc.stem[1].running_mean, src["bn1.running_mean"])
+
+
+@pytest.mark.unit
+def test_tps_warp_is_identity_without_displacement_and_keeps_mask_and_image_aligned():
+    from papers.cutie_vos.data import synthetic_sequence, tps_warp
+
+    rng = np.random.default_rng(0)
+    img = torch.rand(3, 40, 56)
+    mask = torch.zeros(1, 40, 56)
+    mask[:, 10:30, 15:45] = 1.0
+    im0, m0 = tps_warp(img, mask, np.random.default_rng(1), scale=0.0)
+    torch.testing.assert_close(im0, img, atol=1e-5, rtol=0)
+    assert torch.equal(m0, mask)
+    img[0] = mask[0]  # channel 0 carries the mask: the bilinear image and the nearest mask move together
+    im, m = tps_warp(img, mask, rng, scale=0.02)
+    assert not torch.equal(m, mask), "a 0.02 warp moves the mask boundary"
+    agree = ((im[0] > 0.5).float() == m[0]).float().mean()
+    assert float(agree) > 0.97
+    assert 0.5 < float(m.sum() / mask.sum()) < 1.5
+    # in the sequence: with probability 1 every frame is warped, with 0 none (same other draws otherwise)
+    frames_tps, masks_tps = synthetic_sequence(img, mask, np.random.default_rng(5), seq_length=2, size=32,
+                                               tps_prob=1.0)
+    frames, masks = synthetic_sequence(img, mask, np.random.default_rng(5), seq_length=1, size=32)
+    assert frames_tps.shape == (2, 3, 32, 32) and masks_tps.shape == (2, 32, 32)
+    assert not torch.equal(frames_tps[0], frames[0])
