@@ -36,10 +36,13 @@ from data_scripts._vos_synth import render_video
 
 
 def ours(frames: torch.Tensor, first: torch.Tensor):
+    import dataclasses
+
     from papers.cutie_vos.model import build_net, segment_video
     from papers.cutie_vos.recipe import SMALL
 
-    net = build_net(SMALL).eval()
+    # random init like the official side (no ImageNet download); the training-only sensory aux head is not run
+    net = build_net(dataclasses.replace(SMALL, pretrained_backbone=False, sensory_aux=False)).eval()
 
     def run():
         with torch.inference_mode():

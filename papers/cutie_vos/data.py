@@ -219,16 +219,45 @@ def _affine(img: torch.Tensor, mask: torch.Tensor, angle: float, scale: float, s
             TF.affine(mask, interpolation=InterpolationMode.NEAREST, fill=[0.0], **kw))
 
 
+def tps_warp(img: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator, *, scale: float = 0.02,
+             n_ctrl_pts: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random thin-plate-spline warp of an image (3, H, W) and its mask (1, H, W) (the official
+    ``cutie/dataset/tps.py`` ``random_tps_warp``, scale 0.02, 12 control points): control points at
+    distinct random row/column positions in normalised [0, 1]^2 coordinates, each displaced by
+    N(0, scale); the output pixel at ``p`` samples the input at ``p + f(p)``, where ``f`` is the
+    thin-plate spline (kernel r^2 log r plus an affine part, exact interpolation) through the
+    displaced points with values ``source - displaced`` (the ``thinplate`` package's construction:
+    ``tps_theta_from_points(c_src, c_dst)`` + ``tps_grid``). Bilinear for the image, nearest for the
+    mask, zeros outside (``cv2.remap``'s defaults). Our own code with scipy's RBF interpolator."""
+    import torch.nn.functional as F
+    from scipy.interpolate import RBFInterpolator
+
+    h, w = mask.shape[-2:]
+    ys = rng.choice(h, size=n_ctrl_pts, replace=False) / h
+    xs = rng.choice(w, size=n_ctrl_pts, replace=False) / w
+    c_src = np.stack([xs, ys], 1)
+    c_dst = c_src + rng.normal(scale=scale, size=c_src.shape)
+    tps = RBFInterpolator(c_dst, c_src - c_dst, kernel="thin_plate_spline", degree=1)
+    gy, gx = np.meshgrid((np.arange(h) + 0.5) / h, (np.arange(w) + 0.5) / w, indexing="ij")
+    pts = np.stack([gx.ravel(), gy.ravel()], 1)
+    src = (pts + tps(pts)).reshape(h, w, 2)
+    grid = torch.from_numpy(2.0 * src - 1.0).float()[None]  # x, y in [-1, 1] (align_corners=False)
+    im = F.grid_sample(img[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+    m = F.grid_sample(mask[None], grid, mode="nearest", padding_mode="zeros", align_corners=False)[0]
+    return im, m
+
+
 def synthetic_sequence(img: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator, *, seq_length: int,
-                       size: int) -> tuple[torch.Tensor, torch.Tensor]:
+                       size: int, tps_prob: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """A pseudo video from one image (3, H, W) in [0, 1] and its mask (1, H, W) in {0, 1}
     (the paper's pre-training data; transform ranges from the official
     ``SyntheticVideoDataset``): one sequence-level transform shared by all frames (scale
     0.5-2, horizontal flip, colour jitter 0.1/0.05/0.05/0.05, 5% greyscale), then per
     frame an independent affine deformation (rotation +-20 deg, scale 0.5-2, shear +-10 deg),
     resize of the shorter side to ``size``, a random ``size`` crop (padded with the image
-    mean) and a per-frame colour jitter 0.1/0.05/0.05. The official thin-plate-spline warp
-    (a third of the frames) is omitted. Returns frames (T, 3, S, S) and masks (T, S, S) in {0, 1}."""
+    mean) and a per-frame colour jitter 0.1/0.05/0.05, then with probability ``tps_prob`` (official
+    0.33) a thin-plate-spline warp (:func:`tps_warp`). Returns frames (T, 3, S, S) and masks (T, S, S)
+    in {0, 1}. With ``tps_prob=0`` no random number is drawn for it."""
     import torchvision.transforms.functional as TF
     from torchvision.transforms import InterpolationMode
 
@@ -253,7 +282,10 @@ def synthetic_sequence(img: torch.Tensor, mask: torch.Tensor, rng: np.random.Gen
             h, w = im.shape[-2:]
         y, x = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
         im, m = im[:, y:y + size, x:x + size], m[:, y:y + size, x:x + size]
-        frames.append(_jitter(im, rng, 0.1, 0.05, 0.05, 0.0))
+        im = _jitter(im, rng, 0.1, 0.05, 0.05, 0.0)
+        if tps_prob > 0 and rng.random() < tps_prob:
+            im, m = tps_warp(im, m, rng)
+        frames.append(im)
         masks.append((m[0] > 0.5).float())
     return torch.stack(frames), torch.stack(masks)
 
@@ -264,12 +296,12 @@ class StaticSequenceDataset(Dataset):
     of ``seq_length`` frames with one object."""
 
     def __init__(self, pairs: list[tuple[Path, int]], *, num_clips: int, seq_length: int, size: int,
-                 num_objects: int, seed: int) -> None:
+                 num_objects: int, seed: int, tps_prob: float = 0.0) -> None:
         self.images = [p for p, mult in pairs for _ in range(mult)]
         if not self.images:
             raise ValueError("no static images")
         self.num_clips, self.seq_length, self.size = num_clips, seq_length, size
-        self.num_objects, self.seed = num_objects, seed
+        self.num_objects, self.seed, self.tps_prob = num_objects, seed, tps_prob
 
     def __len__(self) -> int:
         return self.num_clips
@@ -279,7 +311,8 @@ class StaticSequenceDataset(Dataset):
         path = self.images[int(rng.integers(len(self.images)))]
         img = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1).float() / 255.0
         mask = torch.from_numpy(np.asarray(Image.open(path.with_suffix(".png")).convert("L")) > 127).float()[None]
-        frames, masks = synthetic_sequence(img, mask, rng, seq_length=self.seq_length, size=self.size)
+        frames, masks = synthetic_sequence(img, mask, rng, seq_length=self.seq_length, size=self.size,
+                                           tps_prob=self.tps_prob)
         first = torch.zeros(self.num_objects, self.size, self.size)
         first[0] = masks[0]
         return {"frames": frames, "first_mask": first, "labels": masks[1:].long(),
@@ -297,7 +330,8 @@ class StaticDataModule(pl.LightningDataModule):
         from data_scripts.vos_static_images import image_pairs
 
         c, pairs = self.cfg, image_pairs(self.root)
-        kw = {"seq_length": c.seq_length, "size": c.crop, "num_objects": c.num_objects}
+        kw = {"seq_length": c.seq_length, "size": c.crop, "num_objects": c.num_objects,
+              "tps_prob": c.pretrain_tps_prob}
         self.train_set = StaticSequenceDataset(pairs, num_clips=c.train_clips, seed=self.seed, **kw)
         self.test_set = StaticSequenceDataset(pairs, num_clips=max(c.batch_size, 2), seed=self.seed + 1, **kw)
 

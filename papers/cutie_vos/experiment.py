@@ -153,7 +153,8 @@ def pretrain_config(cfg):
     return dataclasses.replace(cfg, max_steps=cfg.pretrain_steps, batch_size=cfg.pretrain_batch_size,
                                lr=cfg.pretrain_lr, seq_length=cfg.pretrain_seq_length,
                                num_ref_frames=cfg.pretrain_num_ref_frames, num_objects=1, crop=cfg.pretrain_crop,
-                               train_clips=cfg.pretrain_clips)
+                               train_clips=cfg.pretrain_clips, train_num_points=cfg.pretrain_num_points,
+                               lr_schedule="constant", lr_schedule_steps=())
 
 
 def pretrain(cfg, ctx) -> tuple[dict | None, dict]:

@@ -27,8 +27,14 @@ Removing the object transformer (``num_blocks=0``) gives the paper's pixel-only
 ablation: the decoder then reads the fused pixel readout directly.
 
 Attention uses the suite's ``repro.blocks.attention.MultiHeadAttention`` (SDPA; the
-naive kernel is the equivalence reference). Backbones are randomly initialised (no
-ImageNet weights offline; the paper initialises from ImageNet ResNets).
+naive kernel is the equivalence reference). Backbones: ImageNet ResNets as the official code
+(``pretrained=True``, the full profile; downloaded once) or random init (cpu/smoke analogues).
+
+Training (official ``train_wrapper.py``, ``losses.py``, ``trainer.py``, ``train_config.yaml``):
+:meth:`CutieNet.forward_clip` (first-frame ground truth, own predictions afterwards, random memory
+frames, deep update with probability 0.2, the sensory auxiliary head) and
+:func:`point_clip_losses` (CE + soft Dice on importance-sampled points for the output and every
+auxiliary prediction); :class:`CutieModule` sets the optimiser groups and lr schedule.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from __future__ import annotations
 import math
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -168,16 +175,18 @@ class TinyEncoder(nn.Module):
 
 
 class ResNetEncoder(nn.Module):
-    """torchvision ResNet truncated after layer3 (strides 16, 8, 4), random init, BN
-    frozen as in the official code (which freezes ImageNet-initialised BN)."""
+    """torchvision ResNet truncated after layer3 (strides 16, 8, 4), random init or the official
+    ImageNet weights (``pretrained``), BN statistics frozen as in the official code."""
 
-    def __init__(self, arch: str, in_ch: int = 3) -> None:
+    def __init__(self, arch: str, in_ch: int = 3, pretrained: bool = False) -> None:
         super().__init__()
         import torchvision
 
         net = getattr(torchvision.models, arch)(weights=None)
         if in_ch != 3:
             net.conv1 = nn.Conv2d(in_ch, 64, 7, 2, 3, bias=False)
+        if pretrained:
+            load_imagenet(net, arch)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layer1, self.layer2, self.layer3 = net.layer1, net.layer2, net.layer3
         exp = 4 if arch == "resnet50" else 1
@@ -197,11 +206,42 @@ class ResNetEncoder(nn.Module):
         return self
 
 
-def make_encoder(kind: str, in_ch: int, width: int) -> nn.Module:
+# The ImageNet weights the official code starts from (cutie/model/utils/resnet.py, model_urls).
+IMAGENET_URLS = {
+    "resnet18": "https://download.pytorch.org/models/resnet18-5c106cde.pth",
+    "resnet50": "https://download.pytorch.org/models/resnet50-19c8e357.pth",
+}
+
+
+def load_imagenet(net: nn.Module, arch: str, source_state: dict | None = None) -> None:
+    """Initialise a torchvision ResNet from the official ImageNet checkpoint (downloaded once
+    into the torch hub cache, needs the network the first time). As the official
+    ``load_weights_add_extra_dim``: a first conv with more input channels (the mask encoder:
+    image + 2 mask channels) keeps the ImageNet filters on the RGB channels and gets
+    orthogonally initialised filters on the extra ones; the fc head is not loaded."""
+    if source_state is None:
+        source_state = torch.hub.load_state_dict_from_url(IMAGENET_URLS[arch], map_location="cpu", progress=False)
+    new = {}
+    for name, v in net.state_dict().items():
+        if "num_batches_tracked" in name or name not in source_state:
+            new[name] = v
+            continue
+        src = source_state[name]
+        if src.shape != v.shape:  # extra input channels of conv1
+            pads = torch.zeros(v.shape[0], v.shape[1] - src.shape[1], *v.shape[2:])
+            nn.init.orthogonal_(pads)
+            src = torch.cat([src, pads], 1)
+        new[name] = src
+    net.load_state_dict(new)
+
+
+def make_encoder(kind: str, in_ch: int, width: int, pretrained: bool = False) -> nn.Module:
     if kind == "tiny":
+        if pretrained:
+            raise ValueError("the tiny encoder has no ImageNet weights")
         return TinyEncoder(in_ch, width)
     if kind in ("resnet18", "resnet50"):
-        return ResNetEncoder(kind, in_ch)
+        return ResNetEncoder(kind, in_ch, pretrained)
     raise ValueError(f"unknown encoder {kind!r}")
 
 
@@ -472,18 +512,19 @@ class CutieNet(nn.Module):
     def __init__(self, *, encoder: str = "resnet18", width: int = 16, pixel_dim: int = 256, key_dim: int = 64,
                  value_dim: int = 256, sensory_dim: int = 256, embed_dim: int = 256, num_queries: int = 16,
                  num_blocks: int = 3, num_heads: int = 8, ff_dim: int = 2048,
-                 up_dims: tuple[int, int, int] = (256, 128, 128), attention: str = "sdpa") -> None:
+                 up_dims: tuple[int, int, int] = (256, 128, 128), attention: str = "sdpa",
+                 sensory_aux: bool = False, pretrained: bool = False) -> None:
         super().__init__()
         if up_dims[0] != embed_dim:
             raise ValueError("up_dims[0] must equal embed_dim (the decoder reads the object readout)")
         attn = {"sdpa": sdpa_attention, "naive": naive_attention}[attention]
-        self.pixel_encoder = make_encoder(encoder, 3, width)
+        self.pixel_encoder = make_encoder(encoder, 3, width, pretrained)
         ms_dims = self.pixel_encoder.dims
         self.fine_stride = self.pixel_encoder.fine_stride
         self.pix_feat_proj = nn.Conv2d(ms_dims[0], pixel_dim, 1)
         self.key_proj = KeyProjection(ms_dims[0], pixel_dim, key_dim)
         # mask encoder: image + this object's mask + all other objects' masks
-        self.mask_encoder = make_encoder("resnet18" if encoder != "tiny" else "tiny", 5, width)
+        self.mask_encoder = make_encoder("resnet18" if encoder != "tiny" else "tiny", 5, width, pretrained)
         self.mask_fuser = FusionBlock(pixel_dim, self.mask_encoder.dims[0], value_dim)
         self.sensory_deep = nn.Conv2d(value_dim + sensory_dim, 3 * sensory_dim, 3, padding=1)
         nn.init.xavier_normal_(self.sensory_deep.weight)
@@ -494,6 +535,11 @@ class CutieNet(nn.Module):
             self.object_summarizer = ObjectSummarizer(value_dim, embed_dim, num_queries)
             self.object_transformer = ObjectTransformer(embed_dim, num_heads, ff_dim, num_queries, num_blocks, attn)
         self.mask_decoder = MaskDecoder(ms_dims, up_dims, sensory_dim)
+        if sensory_aux:
+            # training-only auxiliary head on the sensory memory (official aux_modules.LinearPredictor, weight
+            # 0.01 in config/model/base.yaml aux_loss.sensory): a 1x1 conv to pixel_dim + 1 channels whose dot
+            # product with the pixel feature (+ the last channel as bias) gives each object's logits
+            self.sensory_aux = nn.Conv2d(sensory_dim, pixel_dim + 1, 1)
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
 
@@ -554,10 +600,26 @@ class CutieNet(nn.Module):
         return torch.zeros(b, n, self.sensory_dim, h, w, device=device, dtype=dtype)
 
     # ---- training: one clip, first-frame ground truth, the model's own predictions after
+    def sensory_aux_logits(self, pix_feat: Tensor, sensory: Tensor) -> Tensor:
+        """Training-only auxiliary prediction from the sensory memory (official LinearPredictor):
+        per-object logits (B, N, h, w) = <pixel feature, W s> + bias channel."""
+        x = gconv(self.sensory_aux, sensory)
+        return (pix_feat.unsqueeze(1) * x[:, :, :-1]).sum(2) + x[:, :, -1]
+
     def forward_clip(self, frames: Tensor, first_mask: Tensor, num_ref_frames: int = 3,
-                     deep_update_every: bool = True) -> dict:
+                     deep_update_prob: float = 1.0, ref_sampling: str = "recent") -> dict:
         """frames (B, T, 3, H, W); first_mask (B, N, H, W). Returns the aggregated logits
-        (B, T-1, N+1, H, W) of frames 1..T-1 and the object transformer's auxiliary logits."""
+        (B, T-1, N+1, H, W) of frames 1..T-1 and the object transformer's auxiliary logits
+        (and, with the sensory auxiliary head, ``sensory_logits``: per frame (B, N, h, w)).
+
+        Memory frames read by frame ``ti``: all earlier frames while ``ti <= num_ref_frames``;
+        afterwards ``ref_sampling="random"`` draws ``num_ref_frames`` of them per clip
+        (``torch.randperm``, the official train_wrapper.py), ``"recent"`` keeps the first and the
+        most recent ``num_ref_frames - 1`` (the cpu analogue's original rule). The deep update of
+        the sensory memory by the mask encoder happens with probability ``deep_update_prob``
+        (official 0.2, train_config.yaml; 1.0 = always, no random draw)."""
+        if ref_sampling not in ("recent", "random"):
+            raise ValueError(f"unknown ref_sampling {ref_sampling!r}")
         b, t = frames.shape[:2]
         n = first_mask.shape[1]
         ms_all, pix_all, keys, shrink, sel = self.encode_image(frames.flatten(0, 1))
@@ -569,14 +631,24 @@ class CutieNet(nn.Module):
         value, sensory, summ = self.encode_mask(frames[:, 0], pix_all[:, 0], sensory, first_mask)
         mem = [(0, value, summ)]
         last = first_mask
-        outs, aux_all = [], []
+        outs, aux_all, sens_all = [], [], []
         for ti in range(1, t):
-            ref = [mem[0]] + mem[1:][-(num_ref_frames - 1):] if num_ref_frames > 1 else [mem[0]]
-            idx = [r[0] for r in ref]
-            mk = keys[:, idx].transpose(1, 2).flatten(2)  # B, CK, T'hw
-            msh = shrink[:, idx].transpose(1, 2).flatten(2)
-            mv = torch.stack([r[1] for r in ref], 3).flatten(3)  # B, N, CV, T'hw
+            if ref_sampling == "random" and ti > num_ref_frames:
+                ridx = [torch.randperm(ti)[:num_ref_frames] for _ in range(b)]  # per clip, as the official
+                idx_b = [[mem[int(i)][0] for i in r] for r in ridx]
+                mk = torch.stack([keys[bi, idx_b[bi]].transpose(0, 1).flatten(1) for bi in range(b)], 0)
+                msh = torch.stack([shrink[bi, idx_b[bi]].transpose(0, 1).flatten(1) for bi in range(b)], 0)
+                mv = torch.stack([torch.stack([mem[int(i)][1][bi] for i in ridx[bi]], 2).flatten(2)
+                                  for bi in range(b)], 0)
+            else:
+                ref = [mem[0]] + mem[1:][-(num_ref_frames - 1):] if num_ref_frames > 1 else [mem[0]]
+                idx = [r[0] for r in ref]
+                mk = keys[:, idx].transpose(1, 2).flatten(2)  # B, CK, T'hw
+                msh = shrink[:, idx].transpose(1, 2).flatten(2)
+                mv = torch.stack([r[1] for r in ref], 3).flatten(3)  # B, N, CV, T'hw
             readout = self.read_pixel_memory(keys[:, ti], sel[:, ti], mk, msh, mv, top_k=None)
+            if hasattr(self, "sensory_aux"):
+                sens_all.append(self.sensory_aux_logits(pix_all[:, ti], sensory))
             r0 = self.fuse(pix_all[:, ti], readout, sensory, last)
             obj_mem = torch.stack([m[2] for m in mem], 0).sum(0) if self.uses_objects else None
             feat, aux = self.object_readout(r0, obj_mem)
@@ -587,10 +659,14 @@ class CutieNet(nn.Module):
             prob = torch.softmax(agg, dim=1)[:, 1:]
             last = prob
             if ti < t - 1:
+                deep = True if deep_update_prob >= 1 else bool(np.random.rand() < deep_update_prob)
                 value, sensory, summ = self.encode_mask(frames[:, ti], pix_all[:, ti], sensory, prob,
-                                                        deep_update=deep_update_every)
+                                                        deep_update=deep)
                 mem.append((ti, value, summ))
-        return {"logits": torch.stack(outs, 1), "aux_logits": aux_all}
+        out = {"logits": torch.stack(outs, 1), "aux_logits": aux_all}
+        if sens_all:
+            out["sensory_logits"] = sens_all
+        return out
 
 
 # --------------------------------------------------------------------------- inference
@@ -750,7 +826,8 @@ def build_net(cfg) -> CutieNet:
     return CutieNet(encoder=cfg.encoder, width=cfg.width, pixel_dim=cfg.pixel_dim, key_dim=cfg.key_dim,
                     value_dim=cfg.value_dim, sensory_dim=cfg.sensory_dim, embed_dim=cfg.embed_dim,
                     num_queries=cfg.num_queries, num_blocks=cfg.num_blocks, num_heads=cfg.num_heads,
-                    ff_dim=cfg.ff_dim, up_dims=tuple(cfg.up_dims), attention=cfg.attention)
+                    ff_dim=cfg.ff_dim, up_dims=tuple(cfg.up_dims), attention=cfg.attention,
+                    sensory_aux=cfg.sensory_aux, pretrained=cfg.pretrained_backbone)
 
 
 def clip_losses(out: dict, labels: Tensor, num_objects: int, aux_weight: float) -> dict[str, Tensor]:
@@ -780,6 +857,118 @@ def clip_losses(out: dict, labels: Tensor, num_objects: int, aux_weight: float) 
     return losses
 
 
+def point_sample(x: Tensor, coords: Tensor) -> Tensor:
+    """Bilinear values of ``x (K, C, H, W)`` at ``coords (K, P, 2)`` in [0, 1]^2 (x, y) ->
+    ``(K, C, P)`` (grid_sample with align_corners=False, as PointRend's point_sample)."""
+    return F.grid_sample(x, 2.0 * coords.unsqueeze(2) - 1.0, align_corners=False).squeeze(3)
+
+
+def uncertainty(logits: Tensor) -> Tensor:
+    """PointRend's uncertainty of class logits ``(K, C, P)`` -> ``(K, 1, P)``: the gap between the
+    two largest logits, negated (for two classes: -|logit of class 1|)."""
+    if logits.shape[1] == 2:
+        return -logits[:, 1:2].abs()
+    top2 = torch.topk(logits, k=2, dim=1).values
+    return (top2[:, 1] - top2[:, 0]).unsqueeze(1)
+
+
+def sample_uncertain_points(logits: Tensor, num_points: int, oversample_ratio: float,
+                            importance_sample_ratio: float) -> Tensor:
+    """Importance sampling of supervision points (PointRend / Mask2Former, used by the official
+    losses.py): draw ``num_points * oversample_ratio`` uniform points per map, keep the
+    ``importance_sample_ratio`` fraction with the highest uncertainty of the bilinearly sampled
+    logits, fill the rest with fresh uniform points. ``logits (K, C, H, W)`` -> coords ``(K, P, 2)``.
+    Random draws: ``torch.rand`` for the candidates, then for the uniform rest."""
+    k = logits.shape[0]
+    n_cand = int(num_points * oversample_ratio)
+    cand = torch.rand(k, n_cand, 2, device=logits.device)
+    score = uncertainty(point_sample(logits, cand))[:, 0]
+    n_imp = int(importance_sample_ratio * num_points)
+    idx = torch.topk(score, k=n_imp, dim=1).indices
+    coords = torch.gather(cand, 1, idx.unsqueeze(-1).expand(-1, -1, 2))
+    if num_points - n_imp > 0:
+        coords = torch.cat([coords, torch.rand(k, num_points - n_imp, 2, device=logits.device)], 1)
+    return coords
+
+
+def point_mask_loss(logits: Tensor, soft_gt: Tensor, num_points: int, oversample_ratio: float,
+                    importance_sample_ratio: float) -> tuple[Tensor, Tensor]:
+    """The paper's mask loss on sampled points (official losses.py ``mask_loss``) for one clip:
+    ``logits``/``soft_gt`` ``(T, N+1, H, W)`` (aggregated logits incl. background; one-hot
+    ground truth). Points are chosen without gradient on ``logits``; cross-entropy per point
+    summed over frames, averaged over points; soft Dice per object (background excluded)
+    summed over frames, averaged over objects."""
+    with torch.no_grad():
+        coords = sample_uncertain_points(logits, num_points, oversample_ratio, importance_sample_ratio)
+        gt = point_sample(soft_gt, coords)
+    pl_ = point_sample(logits, coords)  # T, C, P
+    ce = F.cross_entropy(pl_, gt, reduction="none").sum(0).mean()
+    prob = pl_.softmax(1)[:, 1:]
+    g = gt[:, 1:]
+    dice = 1 - (2 * (prob * g).sum(-1) + 1) / (prob.sum(-1) + g.sum(-1) + 1)
+    return ce, dice.sum(0).mean()
+
+
+def point_clip_losses(out: dict, labels: Tensor, num_objects: int, *, num_points: int, oversample_ratio: float,
+                      importance_sample_ratio: float, sensory_weight: float = 0.01,
+                      query_weight: float = 0.01) -> dict[str, Tensor]:
+    """The official training loss (losses.py ``LossComputer.compute``): per clip, point-sampled
+    CE + Dice on the aggregated logits of frames 1..T-1, the same on the sensory auxiliary head's
+    and on every object-transformer level's aggregated auxiliary logits (weights 0.01 each, official
+    config/model/base.yaml aux_loss), averaged over the batch; ``loss`` is their sum. The random
+    points are drawn per clip in that order (main, sensory, query levels)."""
+    logits = out["logits"]  # B, T-1, N+1, H, W
+    b = logits.shape[0]
+    soft = torch.stack([(labels == j).float() for j in range(num_objects + 1)], 2)  # B, T-1, N+1, H, W
+    pts = {"num_points": num_points, "oversample_ratio": oversample_ratio,
+           "importance_sample_ratio": importance_sample_ratio}
+    sens = out.get("sensory_logits")
+    levels = len(out["aux_logits"][0]) if out["aux_logits"] else 0
+    losses: dict[str, Tensor] = {}
+
+    def add(key: str, v: Tensor) -> None:
+        losses[key] = losses.get(key, 0) + v
+
+    for bi in range(b):
+        ce, dice = point_mask_loss(logits[bi], soft[bi], **pts)
+        add("ce", ce / b)
+        add("dice", dice / b)
+        if sens:
+            s_log = torch.stack([soft_aggregate(torch.sigmoid(s[bi:bi + 1]), dim=1)[0] for s in sens], 0)
+            ce, dice = point_mask_loss(s_log, soft[bi], **pts)
+            add("aux_sensory_ce", ce / b * sensory_weight)
+            add("aux_sensory_dice", dice / b * sensory_weight)
+        for lv in range(levels):
+            q_log = torch.stack([soft_aggregate(torch.sigmoid(a[lv][bi:bi + 1]), dim=1)[0]
+                                 for a in out["aux_logits"]], 0)
+            ce, dice = point_mask_loss(q_log, soft[bi], **pts)
+            add(f"aux_query_ce_l{lv}", ce / b * query_weight)
+            add(f"aux_query_dice_l{lv}", dice / b * query_weight)
+    losses["loss"] = sum(losses.values())
+    return losses
+
+
+def parameter_groups(net: nn.Module, lr: float, weight_decay: float, backbone_lr_ratio: float,
+                     embed_weight_decay: float) -> list[dict]:
+    """The official optimiser groups (model/utils/parameter_groups.py): the pixel encoder at
+    ``lr * backbone_lr_ratio``; the learned query embeddings without weight decay
+    (``embed_weight_decay``); everything else at ``lr`` and ``weight_decay``."""
+    embed_names = tuple(e + ".weight" for e in ("summary_pos", "query_init", "query_emb", "obj_pe"))
+    backbone, embed, other = [], [], []
+    for name, p in net.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.startswith("pixel_encoder."):
+            backbone.append(p)
+        elif name.endswith(embed_names):
+            embed.append(p)
+        else:
+            other.append(p)
+    return [{"params": backbone, "lr": lr * backbone_lr_ratio, "weight_decay": weight_decay},
+            {"params": embed, "lr": lr, "weight_decay": embed_weight_decay},
+            {"params": other, "lr": lr, "weight_decay": weight_decay}]
+
+
 class CutieModule(pl.LightningModule):
     """Lightning wrapper: one clip per example, first-frame ground truth, the network's
     own soft predictions written into memory for the later frames (Sec. 4, training)."""
@@ -790,8 +979,16 @@ class CutieModule(pl.LightningModule):
         self.net = build_net(cfg)
 
     def _step(self, batch) -> dict[str, Tensor]:
-        out = self.net.forward_clip(batch["frames"], batch["first_mask"], num_ref_frames=self.cfg.num_ref_frames)
-        return clip_losses(out, batch["labels"], self.cfg.num_objects, self.cfg.aux_weight)
+        c = self.cfg
+        out = self.net.forward_clip(batch["frames"], batch["first_mask"], num_ref_frames=c.num_ref_frames,
+                                    deep_update_prob=c.deep_update_prob if self.training else 1.0,
+                                    ref_sampling=c.ref_sampling)
+        if c.point_supervision:
+            return point_clip_losses(out, batch["labels"], c.num_objects, num_points=c.train_num_points,
+                                     oversample_ratio=c.oversample_ratio,
+                                     importance_sample_ratio=c.importance_sample_ratio,
+                                     sensory_weight=c.aux_weight, query_weight=c.aux_weight)
+        return clip_losses(out, batch["labels"], c.num_objects, c.aux_weight)
 
     def training_step(self, batch, batch_idx):
         losses = self._step(batch)
@@ -803,4 +1000,17 @@ class CutieModule(pl.LightningModule):
         self.log("test/clip_loss", losses["loss"])
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        c = self.cfg
+        if c.backbone_lr_ratio == 1.0 and c.embed_weight_decay is None and c.lr_schedule == "constant":
+            # the cpu analogue's original optimiser (one group, constant lr)
+            return torch.optim.AdamW(self.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        groups = parameter_groups(self.net, c.lr, c.weight_decay, c.backbone_lr_ratio,
+                                  c.weight_decay if c.embed_weight_decay is None else c.embed_weight_decay)
+        opt = torch.optim.AdamW(groups, lr=c.lr, weight_decay=c.weight_decay, eps=c.adam_eps)
+        if c.lr_schedule == "constant":
+            return opt
+        if c.lr_schedule != "step":
+            raise ValueError(f"unknown lr_schedule {c.lr_schedule!r}")
+        # official trainer.py: MultiStepLR stepped once per iteration
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(c.lr_schedule_steps), c.lr_schedule_gamma)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

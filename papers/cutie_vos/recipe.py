@@ -49,7 +49,26 @@ class Config(TrainConfig):
     pretrain_num_ref_frames: int = 2
     pretrain_crop: int = 384
     pretrain_clips: int = 1_280_000
+    pretrain_tps_prob: float = 0.0  # official 0.33: thin-plate-spline warp of a frame (static_dataset.py)
     weight_decay: float = 0.001
+    # official training details (cutie/config/train_config.yaml, model/base.yaml); the defaults keep the
+    # cpu analogue's original training (all-pixel CE + Dice with BCE auxiliary losses, deep update on every
+    # memory frame, first + recent memory frames, one AdamW group, constant lr, random-init backbones)
+    point_supervision: bool = False  # True: losses on importance-sampled points (losses.py), incl. aux heads
+    train_num_points: int = 12544  # main_training train_num_points
+    oversample_ratio: float = 3.0
+    importance_sample_ratio: float = 0.75
+    pretrain_num_points: int = 8192  # pre_training train_num_points
+    deep_update_prob: float = 1.0  # official 0.2 (both stages)
+    ref_sampling: str = "recent"  # "random": num_ref_frames drawn at random per clip (train_wrapper.py)
+    sensory_aux: bool = False  # training-only sensory auxiliary head (aux_loss.sensory, weight aux_weight)
+    pretrained_backbone: bool = False  # ImageNet ResNets from the official URLs (model/utils/resnet.py)
+    backbone_lr_ratio: float = 1.0  # official 0.1: pixel encoder lr = lr * ratio (parameter_groups.py)
+    embed_weight_decay: float | None = None  # official 0.0 for the query embeddings; None = weight_decay
+    lr_schedule: str = "constant"  # main_training: "step" at lr_schedule_steps, x lr_schedule_gamma
+    lr_schedule_steps: tuple[int, ...] = ()
+    lr_schedule_gamma: float = 0.1
+    adam_eps: float = 1e-8  # the official uses 1e-6 only with AMP (main training); we train in fp32 by default
     # inference (official eval_config.yaml for d17-val / mose-val / y19-val)
     mem_every: int = 5
     max_mem_frames: int = 5
@@ -80,9 +99,14 @@ PAPER = Paper(
     code="https://github.com/hkchengrex/Cutie",
 )
 
+# official train_config.yaml main_training / data/base.yaml: 125k iterations, batch 16, lr 1e-4 stepped x0.1 at
+# 100k and 115k, clip_grad_norm 3 (Lightning's default clipping is by norm), weight decay 0.001 (0 for embeddings),
+# backbone lr ratio 0.1, 12544 points (oversample 3, importance 0.75), deep update prob 0.2, ImageNet backbones
 SMALL = Config(max_steps=125_000, batch_size=16, lr=1e-4, gradient_clip_val=3.0, max_epochs=-1,
                checkpoint_every_n_epochs=1, submit=("youtube_vos2019", "mose", "davis2017_testdev"),
-               pretrain_steps=80_000)
+               pretrain_steps=80_000, point_supervision=True, deep_update_prob=0.2, ref_sampling="random",
+               sensory_aux=True, pretrained_backbone=True, backbone_lr_ratio=0.1, embed_weight_decay=0.0,
+               lr_schedule="step", lr_schedule_steps=(100_000, 115_000), pretrain_tps_prob=0.33)
 BASE = replace(SMALL, encoder="resnet50")
 
 # The CPU analogue: a tiny Cutie (random-init conv encoder, 2 object-transformer blocks,
@@ -94,6 +118,10 @@ CPU = replace(
     seq_length=4, num_ref_frames=3, max_skip=3, num_objects=1, crop=0, train_clips=600,
     batch_size=4, max_steps=150, max_epochs=1, lr=1e-3, checkpoint_every_n_epochs=0,
     source="synthetic", submit=(), pretrain_steps=0,
+    # the cpu analogue keeps its original training (see Config): none of the official details above
+    point_supervision=False, deep_update_prob=1.0, ref_sampling="recent", sensory_aux=False,
+    pretrained_backbone=False, backbone_lr_ratio=1.0, embed_weight_decay=None, lr_schedule="constant",
+    lr_schedule_steps=(),
 )
 
 SMOKE = replace(
@@ -102,6 +130,10 @@ SMOKE = replace(
     batch_size=2, max_steps=2, max_epochs=1, source="davis", mem_every=2, max_mem_frames=3, top_k=8,
     crop=48, submit=("youtube_vos2019", "mose", "davis2017_testdev"), pretrain_steps=2, pretrain_batch_size=2, pretrain_crop=32,
     pretrain_clips=4,
+    # wiring of the full profile's training path (random-init backbones: no download in CI)
+    point_supervision=True, train_num_points=64, pretrain_num_points=32, deep_update_prob=0.2,
+    ref_sampling="random", sensory_aux=True, backbone_lr_ratio=0.1, embed_weight_decay=0.0, lr_schedule="step",
+    lr_schedule_steps=(1,), pretrain_tps_prob=0.33,
 )
 
 ARMS = {"cutie": {"num_blocks": 2}, "pixel_only": {"num_blocks": 0}}
@@ -153,7 +185,9 @@ PROFILES = {
     "full": Profile(
         "full", SMALL,
         "Cutie-small static-image pre-training (80k steps on synthetic sequences from FSS/DUTS/ECSSD/BIG/HRSOD), "
-        "then main training on DAVIS 2017 train + YouTube-VOS 2019 train, evaluated on DAVIS 2017 val at 480p with the official memory schedule; "
+        "then main training on DAVIS 2017 train + YouTube-VOS 2019 train (official training step: point-sampled CE + "
+        "Dice with sensory/query auxiliary losses, deep update prob 0.2, backbone lr x0.1, step lr, clipping 3, "
+        "ImageNet ResNets), evaluated on DAVIS 2017 val at 480p with the official memory schedule; "
         "YouTube-VOS 2019 val, MOSE val and DAVIS 2017 test-dev predicted and packed for their servers "
         "(<run>/submissions/, "
         "upload instruction in UPLOAD.md). No claims: the paper's table numbers could not be confirmed "
@@ -173,7 +207,7 @@ PROFILES = {
     ),
     "smoke": Profile(
         "smoke", SMOKE, "Wiring only: 2 pre-training steps on synthetic sequences from the static-image fixture, 2 training "
-        "steps of a tiny Cutie on the DAVIS + YouTube-VOS fixtures (48x48 crops), J&F on its 2 val videos, "
+        "steps (the full profile's training path, random init) of a tiny Cutie on the DAVIS + YouTube-VOS fixtures (48x48 crops), J&F on its 2 val videos, "
         "YouTube-VOS 2019 / MOSE / DAVIS test-dev submission archives from their fixtures.",
         datasets=("davis2017", "youtube_vos2019", "mose", "vos_static_images"), use_fixtures=True, arms={"cutie": {"num_blocks": 1}, "pixel_only": {"num_blocks": 0}},
         budget_minutes=1.5,
@@ -228,9 +262,6 @@ RECIPE = Recipe(
         "full-claims": "Absolute J&F/FPS numbers of Table 1 (MOSE val, DAVIS 2017 val/test-dev, YouTube-VOS 2019 "
                        "val, Cutie-small/base) could not be confirmed against the paper text offline; they are "
                        "listed as unconfirmed in the README and are not claims.",
-        "pre-training-tps": "The static-image pre-training stage omits the official thin-plate-spline warp "
-                            "(applied to a third of the frames there); the affine, crop and colour transforms "
-                            "are as in the official SyntheticVideoDataset (data.synthetic_sequence).",
         "youtube-vos/mose": "YouTube-VOS 2019 val, MOSE val and DAVIS 2017 test-dev are scored only by their CodaLab "
                             "servers (ground truth not public): the full profile predicts them with the trained network and writes the "
                             "archives the servers take into <run>/submissions/ with the upload instruction in "

@@ -4,6 +4,9 @@ J&F on hand-made masks against vos-benchmark, and the synthetic data."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -340,6 +343,7 @@ def _official_name(ours: str) -> str:
         (r"^mask_decoder\.s_mid\.", "mask_decoder.sensory_update.g8_conv."),
         (r"^mask_decoder\.s_fine\.", "mask_decoder.sensory_update.g4_conv."),
         (r"^mask_decoder\.s_gru\.", "mask_decoder.sensory_update.transform."),
+        (r"^sensory_aux\.", "aux_computer.sensory_aux.projection."),
     ]
     name = ours
     for pat, rep in rules:
@@ -400,9 +404,86 @@ def _official_pair():
     from papers.cutie_vos.model import build_net
     from papers.cutie_vos.recipe import SMALL
 
-    ours = build_net(SMALL).eval()
+    ours = build_net(dataclasses.replace(SMALL, pretrained_backbone=False)).eval()  # random init, no download
     _load_official_into_ours(official_net, ours)
     return official_net, cfg, ours
+
+
+@pytest.mark.unit
+def test_one_training_step_loss_matches_the_official_training_code():
+    """One training step's forward and loss against the official CutieTrainWrapper +
+    LossComputer (main_training settings: deep update prob 0.2, random memory frames beyond
+    num_ref_frames, importance-sampled points, sensory and query auxiliary losses at 0.01) on
+    the same clip, weights and random draws (numpy for the deep update, torch for the memory
+    frames and the points), and the same gradient on a few parameters."""
+    import re
+
+    official_net, _, ours = _official_pair()
+    OmegaConf = pytest.importorskip("omegaconf").OmegaConf
+    pytest.importorskip("einops", reason="the official train_wrapper.py imports einops")
+    from pathlib import Path
+
+    from cutie.model.losses import LossComputer
+    from cutie.model.train_wrapper import CutieTrainWrapper
+
+    from data_scripts._vos_synth import render_video
+    from papers.cutie_vos.model import point_clip_losses
+
+    cfgdir = Path(os.environ["CUTIE_OFFICIAL"]) / "cutie" / "config"
+    model = OmegaConf.merge(OmegaConf.load(cfgdir / "model" / "base.yaml"),
+                            {k: v for k, v in OmegaConf.load(cfgdir / "model" / "small.yaml").items() if k != "defaults"})
+    stage = OmegaConf.load(cfgdir / "train_config.yaml")["main_training"]
+    t, n_obj, num_points = 6, 2, 1024
+    stage = OmegaConf.merge(stage, {"amp": False, "seq_length": t, "num_ref_frames": 3, "num_objects": n_obj,
+                                    "train_num_points": num_points, "num_iterations": 1, "lr_schedule_steps": [1]})
+    cfg = OmegaConf.create({"model": model})
+    torch.manual_seed(1)
+    wrapper = CutieTrainWrapper(cfg, stage)
+    wrapper.load_state_dict(official_net.state_dict(), strict=False)
+    _load_official_into_ours(wrapper, ours)
+    wrapper.train()
+    ours.train()
+    clips, firsts, cls = [], [], []
+    for seed in (3, 4):
+        f, m = render_video(seed, t, 64, 96, second_object=True)
+        clips.append(torch.from_numpy(f).permute(0, 3, 1, 2).float() / 255.0)
+        cls.append(torch.from_numpy(m.astype(np.int64)))
+        firsts.append(torch.stack([cls[-1][0] == k + 1 for k in range(n_obj)]).float())
+    frames, first, labels = torch.stack(clips), torch.stack(firsts), torch.stack(cls)
+    data = {"rgb": frames, "first_frame_gt": first[:, None], "cls_gt": labels[:, :, None],
+            "selector": torch.ones(2, n_obj), "info": {"num_objects": torch.tensor([n_obj, n_obj])}}
+
+    np.random.seed(7)
+    torch.manual_seed(8)
+    out = wrapper(data)
+    theirs = LossComputer(cfg, stage).compute({**data, **out}, out["num_filled_objects"])
+    np.random.seed(7)
+    torch.manual_seed(8)
+    mine_out = ours.forward_clip(frames, first, num_ref_frames=3, deep_update_prob=0.2, ref_sampling="random")
+    mine = point_clip_losses(mine_out, labels[:, 1:], n_obj, num_points=num_points, oversample_ratio=3.0,
+                             importance_sample_ratio=0.75, sensory_weight=0.01, query_weight=0.01)
+    for ti in range(1, t):
+        torch.testing.assert_close(mine_out["logits"][:, ti - 1], out[f"logits_{ti}"], rtol=1e-4, atol=1e-4)
+    official_key = {"loss": "total_loss", "ce": "loss_ce", "dice": "loss_dice"}
+    assert set(theirs) == {official_key.get(k, k) for k in mine}
+    assert len(mine) == 2 + 2 + 2 * 4 + 1  # main, sensory aux, 4 query levels (3 blocks + the initial one), total
+    for k, v in mine.items():
+        torch.testing.assert_close(v, theirs[official_key.get(k, k)], rtol=1e-4, atol=1e-5, msg=k)
+    mine["loss"].backward()
+    theirs["total_loss"].backward()
+    ours_p, theirs_p = dict(ours.named_parameters()), dict(wrapper.named_parameters())
+    # every parameter's gradient (the attention projections are packed in the official q/k/v tensor): the
+    # same up to float32 reordering (relative error of the norm <= 7e-4 measured; a wrong term would be O(1))
+    checked = 0
+    for name, p in ours_p.items():
+        if re.search(r"\.(read_from_pixel|read_from_query|self_attn)\.(q|k|v)_proj\.", name):
+            continue
+        g1, g2 = p.grad, theirs_p[_official_name(name)].grad
+        assert (g1 is None) == (g2 is None), name
+        if g1 is not None:
+            assert float((g1 - g2).norm()) <= 2e-3 * float(g2.norm()) + 1e-7, name
+            checked += 1
+    assert checked > 150
 
 
 @pytest.mark.unit
@@ -737,3 +818,176 @@ def test_main_training_mixes_davis_and_youtube_clips(tmp_path, monkeypatch):
     assert torch.equal(ds[5]["frames"], ds[5]["frames"])
     batch = next(iter(dm.train_dataloader()))
     assert batch["frames"].shape == (4, 3, 3, 48, 48) and batch["labels"].shape == (4, 2, 48, 48)
+
+
+# --------------------------------------------------------------------------- official training details
+
+
+@pytest.mark.unit
+def test_point_sample_reads_pixel_centres_and_importance_points_are_the_uncertain_ones():
+    from papers.cutie_vos.model import point_sample, sample_uncertain_points
+
+    x = torch.randn(2, 3, 5, 7)
+    ij = torch.tensor([[0, 0], [4, 6], [2, 3]])
+    coords = torch.stack([(ij[:, 1] + 0.5) / 7, (ij[:, 0] + 0.5) / 5], -1)[None].expand(2, -1, -1)
+    torch.testing.assert_close(point_sample(x, coords), x[:, :, ij[:, 0], ij[:, 1]])
+    # two classes, confident (|logit| 10) except a vertical band of columns 8..23 (logit 0): about 45% of the
+    # 600 candidates fall where the logit is 0, more than the 150 importance-sampled points
+    logits = torch.zeros(1, 2, 32, 32)
+    logits[:, 1] = 10.0
+    logits[:, 1, :, 8:24] = 0.0
+    torch.manual_seed(0)
+    pts = sample_uncertain_points(logits, num_points=200, oversample_ratio=3.0, importance_sample_ratio=0.75)
+    assert pts.shape == (1, 200, 2)
+    x_pix = pts[0, :, 0] * 32
+    inside = (x_pix > 7.5) & (x_pix < 24.5)  # bilinear support of the band
+    assert bool(inside[:150].all()), "the importance-sampled 75% come from the uncertain band"
+    assert float(inside[150:].float().mean()) < 0.8, "the other 25% are uniform"
+
+
+@pytest.mark.unit
+def test_point_loss_on_many_points_approaches_the_dense_loss():
+    """CE per point summed over frames and averaged over points, soft Dice per object summed over
+    frames: with uniform points only, it estimates the dense (all-pixel) version of the same loss."""
+    from papers.cutie_vos.model import point_mask_loss
+
+    torch.manual_seed(0)
+    # piecewise-constant maps (4x4 blocks of 32x32 pixels): bilinear point values equal the pixel values except
+    # within a pixel of a block edge, so the sampled loss estimates the dense one
+    up = lambda x: x.repeat_interleave(32, -1).repeat_interleave(32, -2)  # noqa: E731
+    logits = up(torch.randn(3, 3, 4, 4) * 2)
+    lab = up(torch.randint(0, 3, (3, 4, 4)))
+    soft = torch.stack([(lab == j).float() for j in range(3)], 1)
+    dense_ce = torch.nn.functional.cross_entropy(logits, lab, reduction="none").mean((1, 2)).sum()
+    prob = logits.softmax(1)[:, 1:].flatten(2)
+    g = soft[:, 1:].flatten(2)
+    dense_dice = (1 - (2 * (prob * g).sum(-1) + 1) / (prob.sum(-1) + g.sum(-1) + 1)).sum(0).mean()
+    ce, dice = point_mask_loss(logits, soft, num_points=60000, oversample_ratio=1.0, importance_sample_ratio=0.0)
+    assert abs(float(ce) - float(dense_ce)) < 0.05 * float(dense_ce)
+    assert abs(float(dice) - float(dense_dice)) < 0.05
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("prob, expected", [(0.0, 0), (1.0, 3)])
+def test_deep_update_probability(prob, expected):
+    """The mask encoder deep-updates the sensory memory on memory frames with probability
+    deep_update_prob (official 0.2): never at 0, on every encoded frame (1..T-2) at 1."""
+    net = _tiny_net()
+    calls = []
+    net.sensory_deep.register_forward_hook(lambda *a: calls.append(1))
+    frames = torch.rand(1, 5, 3, 32, 32)
+    first = (torch.rand(1, 1, 32, 32) > 0.5).float()
+    net.forward_clip(frames, first, num_ref_frames=2, deep_update_prob=prob)
+    assert len(calls) == 1 + expected  # the first frame's encoding always deep-updates (official encode_mask)
+
+
+@pytest.mark.unit
+def test_random_reference_frames_differ_from_the_recent_rule():
+    net = _tiny_net()
+    frames = torch.rand(2, 6, 3, 32, 32)
+    first = (torch.rand(2, 1, 32, 32) > 0.5).float()
+    with torch.no_grad():
+        torch.manual_seed(0)
+        a = net.forward_clip(frames, first, num_ref_frames=2, ref_sampling="recent")["logits"]
+        outs = []
+        for seed in range(4):
+            torch.manual_seed(seed)
+            outs.append(net.forward_clip(frames, first, num_ref_frames=2, ref_sampling="random")["logits"])
+    # frames 1 and 2 read all earlier frames under both rules; frames 3.. read 2 drawn frames
+    torch.testing.assert_close(outs[0][:, :2], a[:, :2])
+    assert any(not torch.allclose(o[:, 2:], a[:, 2:]) for o in outs)
+
+
+@pytest.mark.unit
+def test_official_optimiser_groups_and_step_schedule():
+    from papers.cutie_vos.model import CutieModule
+    from papers.cutie_vos.recipe import SMOKE
+
+    cfg = dataclasses.replace(SMOKE, lr=1e-4, backbone_lr_ratio=0.1, embed_weight_decay=0.0, weight_decay=0.001,
+                              lr_schedule="step", lr_schedule_steps=(2, 4), lr_schedule_gamma=0.1)
+    mod = CutieModule(cfg)
+    conf = mod.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    assert conf["lr_scheduler"]["interval"] == "step"
+    back, emb, other = opt.param_groups
+    names = {id(p): n for n, p in mod.net.named_parameters()}
+    assert all(names[id(p)].startswith("pixel_encoder.") for p in back["params"]) and back["lr"] == pytest.approx(1e-5)
+    assert {names[id(p)] for p in emb["params"]} == {"object_transformer.query_init.weight",
+                                                      "object_transformer.query_emb.weight"}
+    assert emb["weight_decay"] == 0.0 and other["weight_decay"] == 0.001 and other["lr"] == pytest.approx(1e-4)
+    assert len(back["params"]) + len(emb["params"]) + len(other["params"]) == len(list(mod.net.parameters()))
+    lrs = []
+    for _ in range(5):
+        lrs.append(opt.param_groups[2]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([1e-4, 1e-4, 1e-5, 1e-5, 1e-6])
+
+
+@pytest.mark.unit
+def test_cpu_analogue_keeps_its_original_training():
+    """New official-training fields default to the cpu analogue's original behaviour."""
+    from papers.cutie_vos.model import CutieModule
+    from papers.cutie_vos.recipe import CPU, SMALL
+
+    assert (CPU.point_supervision, CPU.deep_update_prob, CPU.ref_sampling, CPU.sensory_aux, CPU.pretrained_backbone,
+            CPU.backbone_lr_ratio, CPU.embed_weight_decay, CPU.lr_schedule) == (
+        False, 1.0, "recent", False, False, 1.0, None, "constant")
+    opt = CutieModule(dataclasses.replace(CPU, num_blocks=2)).configure_optimizers()
+    assert isinstance(opt, torch.optim.AdamW) and len(opt.param_groups) == 1
+    # the full profile takes the official values (train_config.yaml main_training, data/base.yaml)
+    assert (SMALL.point_supervision, SMALL.train_num_points, SMALL.oversample_ratio, SMALL.importance_sample_ratio,
+            SMALL.deep_update_prob, SMALL.backbone_lr_ratio, SMALL.embed_weight_decay, SMALL.lr_schedule,
+            SMALL.lr_schedule_steps, SMALL.gradient_clip_val, SMALL.weight_decay, SMALL.pretrained_backbone) == (
+        True, 12544, 3.0, 0.75, 0.2, 0.1, 0.0, "step", (100_000, 115_000), 3.0, 0.001, True)
+    assert (SMALL.pretrain_num_points, SMALL.pretrain_tps_prob) == (8192, 0.33)
+
+
+@pytest.mark.unit
+def test_imagenet_init_keeps_rgb_filters_and_adds_orthogonal_mask_channels():
+    """The official load_weights_add_extra_dim, checked on a stand-in checkpoint (no download)."""
+    import torchvision
+
+    from papers.cutie_vos.model import ResNetEncoder
+
+    src = torchvision.models.resnet18(weights=None).state_dict()
+    src = {k: v + 1.0 if v.is_floating_point() else v for k, v in src.items()}
+    import papers.cutie_vos.model as model_mod
+
+    orig = model_mod.torch.hub.load_state_dict_from_url
+    model_mod.torch.hub.load_state_dict_from_url = lambda url, **_: src
+    try:
+        enc = ResNetEncoder("resnet18", in_ch=5, pretrained=True)
+    finally:
+        model_mod.torch.hub.load_state_dict_from_url = orig
+    w = enc.stem[0].weight
+    torch.testing.assert_close(w[:, :3], src["conv1.weight"])
+    extra = w[:, 3:].flatten(1)  # 64 x (2*7*7): orthogonal rows
+    torch.testing.assert_close(extra @ extra.T, torch.eye(64), atol=1e-4, rtol=0)
+    torch.testing.assert_close(enc.layer3[1].conv2.weight, src["layer3.1.conv2.weight"])
+    torch.testing.assert_close(enc.stem[1].running_mean, src["bn1.running_mean"])
+
+
+@pytest.mark.unit
+def test_tps_warp_is_identity_without_displacement_and_keeps_mask_and_image_aligned():
+    from papers.cutie_vos.data import synthetic_sequence, tps_warp
+
+    rng = np.random.default_rng(0)
+    img = torch.rand(3, 40, 56)
+    mask = torch.zeros(1, 40, 56)
+    mask[:, 10:30, 15:45] = 1.0
+    im0, m0 = tps_warp(img, mask, np.random.default_rng(1), scale=0.0)
+    torch.testing.assert_close(im0, img, atol=1e-5, rtol=0)
+    assert torch.equal(m0, mask)
+    img[0] = mask[0]  # channel 0 carries the mask: the bilinear image and the nearest mask move together
+    im, m = tps_warp(img, mask, rng, scale=0.02)
+    assert not torch.equal(m, mask), "a 0.02 warp moves the mask boundary"
+    agree = ((im[0] > 0.5).float() == m[0]).float().mean()
+    assert float(agree) > 0.97
+    assert 0.5 < float(m.sum() / mask.sum()) < 1.5
+    # in the sequence: with probability 1 every frame is warped, with 0 none (same other draws otherwise)
+    frames_tps, masks_tps = synthetic_sequence(img, mask, np.random.default_rng(5), seq_length=2, size=32,
+                                               tps_prob=1.0)
+    frames, masks = synthetic_sequence(img, mask, np.random.default_rng(5), seq_length=1, size=32)
+    assert frames_tps.shape == (2, 3, 32, 32) and masks_tps.shape == (2, 32, 32)
+    assert not torch.equal(frames_tps[0], frames[0])
