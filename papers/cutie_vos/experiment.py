@@ -167,8 +167,8 @@ def pretrain(cfg, ctx) -> tuple[dict | None, dict]:
         raise RuntimeError("pretrain_steps > 0 needs the vos_static_images dataset in the profile")
     pcfg = pretrain_config(cfg)
     module = CutieModule(pcfg)
-    fit = dataclasses.replace(ctx, cfg=pcfg).fit_and_test(
-        module, StaticDataModule(pcfg, Path(ctx.data["vos_static_images"]), seed=ctx.seed), name="pretrain")
+    fit = ctx.fit_and_test(module, StaticDataModule(pcfg, Path(ctx.data["vos_static_images"]), seed=ctx.seed),
+                           name="pretrain", cfg=pcfg)
     metrics = fit.get("metrics", {}) if isinstance(fit, dict) else {}
     out = {f"pretrain/{k.split('/', 1)[-1]}": float(v) for k, v in metrics.items()
            if k in ("train/loss", "test/clip_loss")}

@@ -19,12 +19,9 @@ frame is the given annotation).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import tempfile
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,34 +59,6 @@ def missing_predictions(gt_root: str | os.PathLike, pred_root: str | os.PathLike
     return missing
 
 
-@contextlib.contextmanager
-def _quiet_pool_workers():
-    """vos-benchmark evaluates in a multiprocessing pool and ends it with ``terminate()``
-    (SIGTERM to its forked workers). Workers forked while `repro`'s SIGTERM-as-Ctrl-C
-    handler is installed inherit it and print a KeyboardInterrupt traceback as they stop.
-    While the pool lives, this handler exits quietly in a forked worker and still calls
-    the previous handler in this process (so a SIGTERM to the run behaves as before)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    parent = os.getpid()
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def handler(signum, frame):
-        if os.getpid() != parent:
-            os._exit(0)
-        if callable(previous):
-            previous(signum, frame)
-        elif previous != signal.SIG_IGN:
-            raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def evaluate_jf(gt_root: str | os.PathLike, pred_root: str | os.PathLike, *,
                 skip_first_and_last: bool = True, num_processes: int = 1) -> JFResult:
     """J&F of ``pred_root`` against ``gt_root`` (both in the DAVIS layout), in percent."""
@@ -110,9 +79,10 @@ def evaluate_jf(gt_root: str | os.PathLike, pred_root: str | os.PathLike, *,
         for vid in _videos(gt_root):  # only the evaluated videos: strict mode demands equal sets
             shutil.copytree(pred_root / vid, copy / vid)
         try:
-            with _quiet_pool_workers():
-                jf, j, f, per_obj = benchmark([str(gt_root)], [str(copy)], num_processes=num_processes,
-                                              verbose=False, skip_first_and_last=skip_first_and_last)
+            # its pool workers are forked and ended by terminate(); repro's SIGTERM handler lets
+            # them die of the signal (repro.cli), so no KeyboardInterrupt traceback reaches the log
+            jf, j, f, per_obj = benchmark([str(gt_root)], [str(copy)], num_processes=num_processes,
+                                          verbose=False, skip_first_and_last=skip_first_and_last)
         except SystemExit as exc:  # defensive: vos-benchmark's own exit(1) paths
             raise VOSEvaluationError(f"vos-benchmark rejected {pred_root} (exit {exc.code})") from None
         table = (copy / "results.csv").read_text() if (copy / "results.csv").exists() else ""
