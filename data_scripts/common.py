@@ -19,8 +19,10 @@ so a truncated or half-prepared dataset is reported with the command that fixes 
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
+import lzma
 import os
 import shutil
 import tarfile
@@ -29,6 +31,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable
@@ -203,10 +206,23 @@ def _check_member_name(name: str) -> None:
         raise UnsafeArchive(f"archive member {name!r} climbs out of the target with '..': refused")
 
 
+# what a truncated or corrupt archive raises while it is read (a damaged download), as opposed
+# to an unsafe one (UnsafeArchive) or a failing disk (other OSErrors)
+_CORRUPT_ARCHIVE = (tarfile.TarError, zipfile.BadZipFile, gzip.BadGzipFile, EOFError, zlib.error, lzma.LZMAError)
+
+
 def safe_extract(archive: Path, target: Path) -> list[Path]:
     """Extract a tar/zip archive into ``target``, refusing absolute paths, ``..``
     components and links that point outside ``target``. Nothing is written unless
-    every member passed the checks."""
+    every member passed the checks. A truncated or corrupt archive is a ChecksumError."""
+    try:
+        return _safe_extract(archive, target)
+    except _CORRUPT_ARCHIVE as exc:
+        raise ChecksumError(f"{archive}: not a readable archive ({type(exc).__name__}: {exc}); "
+                            "download it again") from None
+
+
+def _safe_extract(archive: Path, target: Path) -> list[Path]:
     target.mkdir(parents=True, exist_ok=True)
     out: list[Path] = []
     if zipfile.is_zipfile(archive):
@@ -220,11 +236,7 @@ def safe_extract(archive: Path, target: Path) -> list[Path]:
                 zf.extract(info, target)
                 out.append(target / info.filename)
         return out
-    try:
-        tf = tarfile.open(archive)
-    except tarfile.TarError as exc:
-        raise ChecksumError(f"{archive}: not a readable archive ({exc})") from None
-    with tf:
+    with tarfile.open(archive) as tf:
         members = tf.getmembers()
         for m in members:
             _check_member_name(m.name)
@@ -251,7 +263,7 @@ def archive_names(archive: Path) -> list[str]:
                 return zf.namelist()
         with tarfile.open(archive) as tf:
             return tf.getnames()
-    except (zipfile.BadZipFile, tarfile.TarError, OSError) as exc:
+    except (*_CORRUPT_ARCHIVE, OSError) as exc:
         raise ChecksumError(f"{archive}: not a readable archive ({exc}); download it again") from None
 
 

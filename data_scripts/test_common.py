@@ -138,9 +138,36 @@ def test_safe_extract_refuses_zip_slip(tmp_path):
         safe_extract(arc, tmp_path / "out")
 
 
-def test_corrupt_archive_is_a_checksum_error(tmp_path):
-    arc = tmp_path / "broken.tgz"
-    arc.write_bytes(b"\x1f\x8b" + os.urandom(100))
+def _truncated_tgz(tmp_path) -> bytes:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.bin").write_bytes(bytes(range(256)) * 400)
+    full = tmp_path / "full.tgz"
+    with tarfile.open(full, "w:gz") as tf:
+        tf.add(tmp_path / "src" / "a.bin", arcname="a.bin")
+    data = full.read_bytes()
+    return data[: len(data) // 2]
+
+
+@pytest.mark.parametrize("case", ["random-0", "random-1", "random-2", "random-3", "long-extra-field",
+                                  "truncated-tgz", "truncated-zip"])
+def test_corrupt_archive_is_a_checksum_error(tmp_path, case):
+    """A damaged download (whatever the decompressor raises: EOFError, zlib.error,
+    BadGzipFile, ReadError, BadZipFile) is a ChecksumError, never a traceback."""
+    import random
+
+    if case.startswith("random"):
+        data = b"\x1f\x8b" + random.Random(int(case[-1])).randbytes(100)
+    elif case == "long-extra-field":  # gzip header announcing a 65535-byte extra field
+        data = b"\x1f\x8b\x08\x04" + bytes(6) + b"\xff\xff" + bytes(10)
+    elif case == "truncated-tgz":
+        data = _truncated_tgz(tmp_path)
+    else:
+        with zipfile.ZipFile(tmp_path / "full.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("a.bin", os.urandom(50_000))
+        raw = (tmp_path / "full.zip").read_bytes()
+        data = raw[:40] + bytes(200) + raw[240:]  # member data damaged, directory intact
+    arc = tmp_path / ("broken.zip" if case == "truncated-zip" else "broken.tgz")
+    arc.write_bytes(data)
     with pytest.raises(ChecksumError):
         safe_extract(arc, tmp_path / "out")
 
