@@ -193,6 +193,20 @@ def check_flat_layout(root: Path, name: str, need_meta: bool = False) -> None:
         raise DataMissing(f"{root / 'meta.json'} is missing", hint=f"repro data prepare {name}")
 
 
+def check_flat_archives(root: Path, archives: dict[str, str], name: str, label: str) -> None:
+    """Each raw archive (``root/raw/<archive>``) is present and holds ``<folder>/JPEGImages/``
+    (the raw layout of the flat VOS sets, YouTube-VOS and MOSE)."""
+    from data_scripts.common import archive_names
+    from repro.errors import ChecksumError, DataMissing
+
+    for archive, folder in archives.items():
+        path = root / "raw" / archive
+        if not path.exists():
+            raise DataMissing(f"{path} is missing", hint=f"repro data download {name}")
+        if not any(n.startswith(f"{folder}/JPEGImages/") for n in archive_names(path)):
+            raise ChecksumError(f"{path} lacks {folder}/JPEGImages/ (not the {label} archive?)")
+
+
 def write_youtube_valid(valid: Path, all_frames: Path, videos: list[str], *, n_frames: int, height: int, width: int,
                         seed: int, step: int = 5, late_at: int | None = None) -> None:
     """A YouTube-VOS validation split: every frame in ``all_frames/JPEGImages/<video>/``

@@ -21,9 +21,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from data_scripts._vos_synth import check_flat_layout
-from data_scripts.common import DatasetInfo, archive_names, extract_folder, manual_step
-from repro.errors import ChecksumError, DataMissing
+from data_scripts._vos_synth import check_flat_archives, check_flat_layout
+from data_scripts.common import DatasetInfo, extract_folder, manual_step
 
 ARCHIVES = {"train.zip": "train", "valid.zip": "valid", "valid_all_frames.zip": "valid_all_frames"}
 
@@ -55,13 +54,7 @@ def download(root: Path) -> None:
 
 
 def verify(root: Path) -> None:
-    for archive, folder in ARCHIVES.items():
-        path = root / "raw" / archive
-        if not path.exists():
-            raise DataMissing(f"{path} is missing", hint="repro data download youtube_vos2019")
-        names = archive_names(path)
-        if not any(n.startswith(f"{folder}/JPEGImages/") for n in names):
-            raise ChecksumError(f"{path} lacks {folder}/JPEGImages/ (not the YouTube-VOS 2019 archive?)")
+    check_flat_archives(root, ARCHIVES, INFO.name, "YouTube-VOS 2019")
 
 
 def prepare(root: Path) -> None:
