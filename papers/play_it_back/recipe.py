@@ -77,7 +77,7 @@ _PROTO = (
 )
 
 
-def _bound(value: float, note: str) -> Tolerance:
+def _bound(note: str) -> Tolerance:  # the bound itself is the claim's `reported`
     return Tolerance("abs", 0.0, "definition", note)
 
 
@@ -88,7 +88,7 @@ CPU_CLAIMS = (
         reported=0.15,
         better="higher",
         bound=True,
-        tolerance=_bound(0.15, "Stated bound, no slack: the mean (over 3 seeds) of replay minus single accuracy must "
+        tolerance=_bound("Stated bound, no slack: the mean (over 3 seeds) of replay minus single accuracy must "
                                "be >= 0.15. Analysis written before running: the single pass sees about 6 frames of "
                                "the event, each an on/off sample with the same probability (the 40% duty cycle) for "
                                "both classes; the aliased periodicity of a 16-ms frame train is smeared by the "
@@ -108,7 +108,7 @@ CPU_CLAIMS = (
         reported=0.8,
         better="higher",
         bound=True,
-        tolerance=_bound(0.8, "Stated bound, no slack: the replay arm must resolve the spacing on most clips "
+        tolerance=_bound("Stated bound, no slack: the replay arm must resolve the spacing on most clips "
                               "(>= 0.8; expected >= 0.85, see replay_gain); a selection that misses the event, or a "
                               "replay misaligned with the clip's timeline, gives about chance."),
         source="expectation stated before running; the replayed, higher-resolution segment carries the class "
@@ -123,7 +123,7 @@ CPU_CLAIMS = (
         reported=0.7,
         better="lower",
         bound=True,
-        tolerance=_bound(0.7, "Stated bound, no slack: the condition that makes this analogue meaningful — one pass "
+        tolerance=_bound("Stated bound, no slack: the condition that makes this analogue meaningful — one pass "
                               "at the coarse hop cannot resolve the spacing (expected <= 0.65, chance 0.5; 0.7 allows "
                               "for weak aliasing cues that survive the jitter)."),
         source="expectation stated before running (design check of the analogue: the classes differ only at a "
