@@ -45,3 +45,15 @@ def fixture_data_root(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _data_root(monkeypatch, fixture_data_root):
     monkeypatch.setenv("REPRO_DATA", str(fixture_data_root))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """For tests of tiny tensors: one intra-op thread is fastest and avoids OpenMP contention
+    on a busy 2-core machine. Use with ``pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

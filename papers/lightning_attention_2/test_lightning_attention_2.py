@@ -14,16 +14,8 @@ from .data import random_qkv
 from .experiment import rounding_bound
 from .model import _intra_mask, alibi_slopes, block_flops, lightning_attention, naive_flops, tnl_decay
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_torch_thread")]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small blocks: one thread avoids OpenMP scheduling stalls on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 CASES = [  # (batch, heads, n, d, e, block)
     (1, 1, 1, 3, 3, 4),

@@ -29,16 +29,7 @@ from .model import (
     run,
 )
 
-pytestmark = pytest.mark.unit
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Thousands of tiny matmuls: a thread pool only adds contention on a shared 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_torch_thread")]
 
 
 def _explicit_layer(layer, X, At):

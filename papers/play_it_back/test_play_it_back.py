@@ -14,16 +14,7 @@ from papers.play_it_back.model import (PlayItBack, SlotAttention, Spectrogram, f
                                        segment_samples, select_segment)
 from papers.play_it_back.recipe import CPU, REPLAY, SINGLE, SMOKE
 
-pytestmark = pytest.mark.unit
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is fastest (and kind to a shared 2-core CI box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_torch_thread")]
 
 
 # --------------------------------------------------------------------------- spectrogram

@@ -22,16 +22,7 @@ from .model import (
     train_and_test,
 )
 
-pytestmark = pytest.mark.unit
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: a thread pool only adds contention on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.mark.parametrize("d,cands", [(1, [0]), (7, [0, 3, 6]), (13, list(range(13))), (5, [4])])

@@ -15,16 +15,7 @@ from .model import (KINDS, ablate_one, accuracy, all_heads, head_importance, imp
                     keep_only, ones_mask, per_example_loss, prune, pruning_masks, random_order, rank_correlation)
 from .recipe import PROFILES, RECIPE, derive, plot
 
-pytestmark = pytest.mark.unit
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is fastest and keeps CI's 2 cores free."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_torch_thread")]
 
 
 def _tiny(seed=0, heads=4, layers=2):
