@@ -154,15 +154,31 @@ class MixedClips(Dataset):
         return self.sources[k][i]
 
 
-class VOSDataModule(pl.LightningDataModule):
+class _ClipData(pl.LightningDataModule):
+    """Shared loaders of the training stages: ``setup`` fills ``train_set`` (shuffled by the
+    run's seed, resume-exact) and ``test_set`` (one clip per step)."""
+
+    def __init__(self, cfg, root: Path, seed: int) -> None:
+        super().__init__()
+        self.cfg, self.root, self.seed = cfg, Path(root), seed
+
+    def train_dataloader(self):
+        return DataLoader(self.train_set, batch_size=self.cfg.batch_size,
+                          sampler=SeededRandomSampler(len(self.train_set), self.seed),
+                          num_workers=self.cfg.num_workers, drop_last=True)
+
+    def test_dataloader(self):
+        return DataLoader(self.test_set, batch_size=1, num_workers=self.cfg.num_workers)
+
+
+class VOSDataModule(_ClipData):
     """``root``: the DAVIS-layout set (real DAVIS 2017 trainval, the fixture, or the CPU
     analogue's synthetic set). ``youtube``: a prepared YouTube-VOS 2019 root whose ``train/``
     joins main training (the paper's DAVIS + YouTube-VOS); with real data (``cfg.source ==
     "davis"``) each set's max skip is divided by its frame interval, as in the official code."""
 
     def __init__(self, cfg, root: Path, seed: int, youtube: Path | None = None) -> None:
-        super().__init__()
-        self.cfg, self.root, self.seed = cfg, Path(root), seed
+        super().__init__(cfg, root, seed)
         self.youtube = Path(youtube) if youtube is not None else None
 
     def setup(self, stage: str | None = None) -> None:
@@ -184,14 +200,6 @@ class VOSDataModule(pl.LightningDataModule):
         val = split_videos(self.root, "val")
         self.test_set = ClipDataset(self.root, val, num_clips=len(val), seq_length=c.seq_length, max_skip=1,
                                     num_objects=c.num_objects, crop=c.crop, seed=self.seed + 1, first_only=True)
-
-    def train_dataloader(self):
-        return DataLoader(self.train_set, batch_size=self.cfg.batch_size,
-                          sampler=SeededRandomSampler(len(self.train_set), self.seed),
-                          num_workers=self.cfg.num_workers, drop_last=True)
-
-    def test_dataloader(self):
-        return DataLoader(self.test_set, batch_size=1, num_workers=self.cfg.num_workers)
 
 
 # --------------------------------------------------------------------------- static-image pre-training
@@ -319,12 +327,8 @@ class StaticSequenceDataset(Dataset):
                 "num_valid": torch.tensor(1)}
 
 
-class StaticDataModule(pl.LightningDataModule):
+class StaticDataModule(_ClipData):
     """The pre-training stage's data: synthetic sequences from the static image sets."""
-
-    def __init__(self, cfg, root: Path, seed: int) -> None:
-        super().__init__()
-        self.cfg, self.root, self.seed = cfg, Path(root), seed
 
     def setup(self, stage: str | None = None) -> None:
         from data_scripts.vos_static_images import image_pairs
@@ -334,11 +338,3 @@ class StaticDataModule(pl.LightningDataModule):
               "tps_prob": c.pretrain_tps_prob}
         self.train_set = StaticSequenceDataset(pairs, num_clips=c.train_clips, seed=self.seed, **kw)
         self.test_set = StaticSequenceDataset(pairs, num_clips=max(c.batch_size, 2), seed=self.seed + 1, **kw)
-
-    def train_dataloader(self):
-        return DataLoader(self.train_set, batch_size=self.cfg.batch_size,
-                          sampler=SeededRandomSampler(len(self.train_set), self.seed),
-                          num_workers=self.cfg.num_workers, drop_last=True)
-
-    def test_dataloader(self):
-        return DataLoader(self.test_set, batch_size=1, num_workers=self.cfg.num_workers)
