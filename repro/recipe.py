@@ -175,14 +175,19 @@ class Profile:
             raise TypeError(f"profile {self.name}: config must be a dataclass instance")
         if self.name == "smoke" and self.claims:
             raise ValueError("a smoke profile proves wiring and asserts no paper number: no claims")
-        for arm, values in self.arms.items():
-            ref = values.get("data_dir")
-            if isinstance(ref, str) and ref.startswith("@") and ref[1:] not in self.datasets:
-                raise ValueError(f"profile {self.name}: arm {arm!r} reads dataset {ref[1:]!r}, which is not one "
+        for arm in self.arms:
+            ds = self.arm_dataset(arm)
+            if ds is not None and ds not in self.datasets:
+                raise ValueError(f"profile {self.name}: arm {arm!r} reads dataset {ds!r}, which is not one "
                                  f"of the profile's datasets {self.datasets}")
         ids = [c.id for c in self.claims]
         if len(ids) != len(set(ids)):
             raise ValueError(f"profile {self.name}: duplicate claim ids")
+
+    def arm_dataset(self, arm: str) -> str | None:
+        """The dataset an arm names with ``data_dir="@<dataset>"``, else None."""
+        ref = self.arms.get(arm, {}).get("data_dir")
+        return ref[1:] if isinstance(ref, str) and ref.startswith("@") else None
 
 
 @dataclass(frozen=True)

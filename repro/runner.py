@@ -193,9 +193,9 @@ def attach_data(profile: Profile, cfg: Any, arms: list[str] | None = None) -> tu
     import data_scripts
 
     needed = list(profile.datasets)
-    refs = [profile.arms.get(a, {}).get("data_dir") for a in (arms or [])]
-    if refs and all(isinstance(r, str) and r.startswith("@") for r in refs):
-        needed = [ds for ds in profile.datasets if f"@{ds}" in refs]
+    named = [profile.arm_dataset(a) for a in (arms or [])]
+    if named and None not in named:
+        needed = [ds for ds in profile.datasets if ds in named]
     data = {ds: data_scripts.ensure(ds, fixture=profile.use_fixtures) for ds in needed}
     if data and hasattr(cfg, "data_dir") and not getattr(cfg, "data_dir"):
         cfg = dataclasses.replace(cfg, data_dir=str(next(iter(data.values()))))
@@ -209,9 +209,9 @@ def arm_config(profile: Profile, cfg: Any, arm: str, data: dict[str, Path]) -> A
     if not arm:
         return cfg
     values = dict(profile.arms.get(arm, {}))
-    ref = values.get("data_dir")
-    if isinstance(ref, str) and ref.startswith("@"):
-        values["data_dir"] = str(data[ref[1:]])  # Profile validated that the name is one of its datasets
+    ds = profile.arm_dataset(arm)
+    if ds is not None:
+        values["data_dir"] = str(data[ds])  # Profile validated that the name is one of its datasets
     return cfgmod.replace_fields(cfg, values)
 
 
