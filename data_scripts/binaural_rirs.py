@@ -86,10 +86,8 @@ INFO = DatasetInfo(
 
 
 def download(root: Path, progress: bool = True) -> None:
-    root.mkdir(parents=True, exist_ok=True)
     for f in INFO.files:
-        (root / f.filename).parent.mkdir(parents=True, exist_ok=True)
-        _download(RemoteFile(f.url, Path(f.filename).name), (root / f.filename).parent, progress=progress)
+        _download(f, root, progress=progress)
 
 
 def _sofa_sets(root: Path) -> bool:

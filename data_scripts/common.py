@@ -108,8 +108,8 @@ def download(
     The file appears under its final name only after its checksum matched, so an
     interrupted download is never mistaken for a complete one.
     """
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    final = dest_dir / remote.filename
+    final = dest_dir / remote.filename  # ``filename`` may name a subfolder ("CIPIC/subject_003.sofa")
+    final.parent.mkdir(parents=True, exist_ok=True)
     if final.exists():
         check_file(final, remote)
         return final

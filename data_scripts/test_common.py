@@ -69,6 +69,12 @@ def test_download_checks_sha256(server, tmp_path):
     assert path.read_bytes() == PAYLOAD
 
 
+def test_download_into_a_subfolder_named_by_the_filename(server, tmp_path):
+    remote = RemoteFile(server, "CIPIC/file.bin", sha256=hashlib.sha256(PAYLOAD).hexdigest(), size=len(PAYLOAD))
+    path = download(remote, tmp_path, progress=False)
+    assert path == tmp_path / "CIPIC" / "file.bin" and path.read_bytes() == PAYLOAD
+
+
 def test_download_resumes_after_interruption(server, tmp_path):
     remote = RemoteFile(server, "file.bin", sha256=hashlib.sha256(PAYLOAD).hexdigest(), size=len(PAYLOAD))
     _Handler.drop_after = 300_000
